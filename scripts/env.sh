@@ -1,0 +1,18 @@
+# Source this file to get the workspace environment: venv, colcon install space, ROS settings.
+# (install/setup.sh is not `set -u` safe, so this file must not be sourced with -u active.)
+_SARM2_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
+if [ -n "${ROS_DISTRO:-}" ] && [ -f "/opt/ros/${ROS_DISTRO}/setup.sh" ]; then
+  . "/opt/ros/${ROS_DISTRO}/setup.sh"
+fi
+export VIRTUAL_ENV="$_SARM2_ROOT/.venv"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
+if [ -f "$_SARM2_ROOT/install/setup.sh" ]; then
+  COLCON_CURRENT_PREFIX="$_SARM2_ROOT/install" . "$_SARM2_ROOT/install/setup.sh"
+fi
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# MuJoCo's headless backend: EGL when available, else software OSMesa.
+if [ -z "${MUJOCO_GL:-}" ]; then
+  if ldconfig -p 2>/dev/null | grep -q 'libEGL.so'; then export MUJOCO_GL=egl; else export MUJOCO_GL=osmesa; fi
+fi
+export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-$MUJOCO_GL}"
+unset _SARM2_ROOT

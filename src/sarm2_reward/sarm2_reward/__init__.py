@@ -1,0 +1,1 @@
+"""SARM2 stage-aware reward model and live reward node."""

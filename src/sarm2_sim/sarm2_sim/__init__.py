@@ -1,0 +1,1 @@
+"""Simulated arm (Meta-World) speaking real-arm ROS 2 topics, and demonstration recorder."""

@@ -1,0 +1,1 @@
+"""ROS 2 adapters of sarm2_sim: nodes and message conversions (the only rclpy users)."""

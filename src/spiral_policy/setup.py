@@ -1,0 +1,33 @@
+"""Install the spiral_policy ROS 2 package (ament_python)."""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'spiral_policy'
+# Workspace-level config files (task catalogue, node parameters) ship with every package so
+# an installed package finds them under share/<package>/config without the source tree.
+CONFIG_FILES = sorted(glob.glob(os.path.join('..', '..', 'config', '*.yaml')))
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/config', CONFIG_FILES),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='SARM2 maintainers',
+    maintainer_email='maintainers@sarm2.dev',
+    description='SPIRAL policy improvement, VLA policies, safety, recorder, policy node.',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+        ],
+    },
+)

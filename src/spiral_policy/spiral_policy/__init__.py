@@ -1,0 +1,1 @@
+"""SPIRAL policy improvement, VLA policies, safety filter, recorder and policy node."""
