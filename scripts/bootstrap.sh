@@ -105,7 +105,7 @@ if [ "$(cat "$ROOT/install/.build.stamp" 2>/dev/null)" != "$BUILD_STAMP" ]; then
     exec 9>"$ROOT/log/.build.lock"
     flock 9
     "$VENV/bin/colcon" --log-base "$ROOT/log" build --symlink-install \
-      --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python" \
+      --cmake-args -DBUILD_TESTING=ON -DPython3_EXECUTABLE="$VENV/bin/python" \
       > "$ROOT/log/colcon-build.out" 2>&1
   ) || {
     "$VENV/bin/python" "$ROOT/scripts/explain_build_failure.py" "$ROOT/log" >&2

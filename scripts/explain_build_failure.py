@@ -14,6 +14,8 @@ PATTERNS = [
     (re.compile(r'Error processing .*? of \'(.*?)\'.*'), 'malformed interface definition: {0}'),
     (re.compile(r'(ModuleNotFoundError: No module named .*)'), '{0}'),
     (re.compile(r'(InvalidPackage.*)'), '{0}'),
+    # colcon's own errors (dependency cycles, unknown packages) with their detail lines.
+    (re.compile(r'ERROR:colcon:(.*(?:\n(?!\[)\S.*)*)'), '{0}'),
 ]
 
 

@@ -1,0 +1,86 @@
+"""Helpers for multi-process ROS 2 tests: start peers as real OS processes, wait on conditions.
+
+Peers talk over real DDS (Fast DDS on localhost, private domain set by the root conftest.py).
+"""
+
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent
+
+
+class PeerProcess:
+    """A child process (a node or a peer script) that is stopped and reaped on exit.
+
+    Output goes to a log file so a failing test can show what the peer said.
+    """
+
+    def __init__(self, args: list[str], name: str, log_dir: pathlib.Path, env: dict | None = None):
+        self.args = args
+        self.name = name
+        self.log_path = pathlib.Path(log_dir) / f'{name}.log'
+        self.env = dict(os.environ, **(env or {}))
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> 'PeerProcess':
+        self._log = open(self.log_path, 'w')
+        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self.env, start_new_session=True)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Send SIGINT (like Ctrl-C), escalate to SIGKILL, return the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (a crash, no cleanup)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+    def output(self) -> str:
+        """Return what the process has printed so far."""
+        self._log.flush()
+        return self.log_path.read_text(errors='replace')
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def console_script(package: str, name: str) -> str:
+    """Path of a colcon-installed console script (install/<pkg>/lib/<pkg>/<name>)."""
+    path = REPO / 'install' / package / 'lib' / package / name
+    if not path.exists():
+        raise FileNotFoundError(f'{path} not found: run scripts/bootstrap.sh to build')
+    return str(path)
+
+
+def spin_until(node, condition, timeout: float, executor=None) -> bool:
+    """Spin ``node`` until ``condition()`` is true or ``timeout`` seconds pass."""
+    import rclpy
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if executor is not None:
+            executor.spin_once(timeout_sec=0.05)
+        else:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    return condition()
