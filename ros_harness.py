@@ -56,7 +56,8 @@ class PeerProcess:
 
     def output(self) -> str:
         """Return what the process has printed so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors='replace')
 
     def alive(self) -> bool:

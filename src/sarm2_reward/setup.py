@@ -28,6 +28,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
+            'bag_player = sarm2_reward.ros.bag_player_node:main',
         ],
     },
 )

@@ -28,6 +28,8 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
+            'sim_node = sarm2_sim.ros.sim_node:main',
+            'record_demos = sarm2_sim.demonstrations:main',
         ],
     },
 )
