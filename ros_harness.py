@@ -25,11 +25,15 @@ class PeerProcess:
         self.env = dict(os.environ, **(env or {}))
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> 'PeerProcess':
+    def start(self) -> 'PeerProcess':
+        """Start the process (its own session, so a kill reaches its children too)."""
         self._log = open(self.log_path, 'w')
         self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=self.env, start_new_session=True)
         return self
+
+    def __enter__(self) -> 'PeerProcess':
+        return self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()

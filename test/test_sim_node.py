@@ -6,15 +6,14 @@ the arm, and commands Cartesian velocities on the MoveIt Servo topic. The evalua
 (/sim/ground_truth) is read only to judge the outcome.
 """
 
-import os
 from pathlib import Path
-import signal
-import subprocess
 import time
 import uuid
 
 import numpy as np
 import pytest
+
+from ros_harness import PeerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / 'install' / 'sarm2_sim' / 'lib' / 'sarm2_sim' / 'sim_node'
@@ -24,38 +23,6 @@ START_TIMEOUT = 40.0
 pytestmark = pytest.mark.ros
 
 
-class SimNodeProcess:
-    """The sim node in its own process, output to a log file printed after the test."""
-
-    def __init__(self, log_dir: Path, *params: str):
-        args = [str(NODE), '--ros-args', '--params-file', str(PARAMS_FILE)]
-        for param in params:
-            args += ['-p', param]
-        self.log_path = log_dir / f'sim_node-{uuid.uuid4().hex[:6]}.log'
-        self._log = open(self.log_path, 'w')
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors='replace')
-
-    def stop(self) -> int:
-        if self.alive():
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        self._log.close()
-        return self.process.returncode
-
-
 @pytest.fixture
 def start_node(tmp_path):
     if not NODE.exists():
@@ -63,7 +30,10 @@ def start_node(tmp_path):
     started = []
 
     def start(*params):
-        node = SimNodeProcess(tmp_path, *params)
+        args = [str(NODE), '--ros-args', '--params-file', str(PARAMS_FILE)]
+        for param in params:
+            args += ['-p', param]
+        node = PeerProcess(args, f'sim_node-{uuid.uuid4().hex[:6]}', tmp_path).start()
         started.append(node)
         return node
 
