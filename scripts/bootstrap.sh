@@ -81,12 +81,15 @@ if [ -z "$SYSTEM_ROS" ] && [ ! -f "$VENV/.cmake-fix.stamp" ]; then
 fi
 
 # --- colcon build ------------------------------------------------------------------------------
-# Inputs that change what colcon produces. Python sources are symlinked (--symlink-install), so
-# editing a module needs no rebuild; manifests, setup files and interfaces do.
+# Inputs that change what colcon produces. Python sources, config and launch files are symlinked
+# (--symlink-install), so editing them needs no rebuild; manifests, setup files, interfaces and
+# adding or removing a config or launch file do.
 BUILD_INPUTS=$(find src -path '*/test' -prune -o \( -name package.xml -o -name CMakeLists.txt \
   -o -name setup.py -o -name setup.cfg -o -name '*.msg' -o -name '*.srv' -o -name '*.action' \
   -o -path '*/resource/*' \) -print | sort)
-BUILD_STAMP="$(stamp_of $BUILD_INPUTS; echo "$BUILD_INPUTS$SYSTEM_ROS")"
+# Config and launch files count by name only: they are symlinked, a new one must be installed.
+INSTALLED_NAMES=$(find config launch -type f 2>/dev/null | sort)
+BUILD_STAMP="$(stamp_of $BUILD_INPUTS; echo "$BUILD_INPUTS$INSTALLED_NAMES$SYSTEM_ROS")"
 if [ "$(cat "$ROOT/install/.build.stamp" 2>/dev/null)" != "$BUILD_STAMP" ]; then
   say "checking package manifests and interface definitions"
   (

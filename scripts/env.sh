@@ -8,6 +8,12 @@ export VIRTUAL_ENV="$_SARM2_ROOT/.venv"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 if [ -f "$_SARM2_ROOT/install/setup.sh" ]; then
   COLCON_CURRENT_PREFIX="$_SARM2_ROOT/install" . "$_SARM2_ROOT/install/setup.sh"
+  # ament_python console scripts live in install/<pkg>/lib/<pkg> (what `ros2 run` searches);
+  # put them on PATH so `reward_node`, `record_demos`, ... work as plain commands.
+  for _sarm2_bin in "$_SARM2_ROOT"/install/*/lib/*/; do
+    case ":$PATH:" in *":${_sarm2_bin%/}:"*) ;; *) PATH="${_sarm2_bin%/}:$PATH" ;; esac
+  done
+  unset _sarm2_bin
 fi
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 # MuJoCo's headless backend: EGL when available, else software OSMesa.

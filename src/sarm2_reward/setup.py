@@ -8,7 +8,9 @@ from setuptools import find_packages, setup
 PACKAGE = 'sarm2_reward'
 # Workspace-level config files (task catalogue, node parameters) ship with every package so
 # an installed package finds them under share/<package>/config without the source tree.
-CONFIG_FILES = sorted(glob.glob(os.path.join('..', '..', 'config', '*.yaml')))
+CONFIG_FILES = sorted(glob.glob(os.path.join('..', '..', 'config', '*.yaml'))
+                      + glob.glob(os.path.join('..', '..', 'config', '*.rviz'))
+                      + glob.glob(os.path.join('..', '..', 'config', '*.perspective')))
 
 setup(
     name=PACKAGE,
@@ -28,6 +30,9 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
+            'train_reward_model = sarm2_reward.train:main',
+            'evaluate_reward_model = sarm2_reward.evaluation:main',
+            'reward_node = sarm2_reward.ros.reward_node:main',
             'bag_player = sarm2_reward.ros.bag_player_node:main',
         ],
     },

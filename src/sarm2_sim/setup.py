@@ -8,7 +8,9 @@ from setuptools import find_packages, setup
 PACKAGE = 'sarm2_sim'
 # Workspace-level config files (task catalogue, node parameters) ship with every package so
 # an installed package finds them under share/<package>/config without the source tree.
-CONFIG_FILES = sorted(glob.glob(os.path.join('..', '..', 'config', '*.yaml')))
+CONFIG_FILES = sorted(glob.glob(os.path.join('..', '..', 'config', '*.yaml'))
+                      + glob.glob(os.path.join('..', '..', 'config', '*.rviz'))
+                      + glob.glob(os.path.join('..', '..', 'config', '*.perspective')))
 
 setup(
     name=PACKAGE,

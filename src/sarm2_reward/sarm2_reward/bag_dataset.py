@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from rosbags.rosbag2 import Reader
 
-from sarm2_reward.bag_io import (ACTION_TOPIC, BAG_METADATA_FILE, camera_of_topic,
-                                 GROUND_TRUTH_TOPIC, image_from_message, is_bag_dir,
+from sarm2_reward.bag_io import (ACTION_TOPIC, BAG_METADATA_FILE, BASE_ACTION_TOPIC,
+                                 camera_of_topic, GROUND_TRUTH_TOPIC, image_from_message,
+                                 is_bag_dir,
                                  JOINT_STATES_TOPIC, METADATA_END, METADATA_TOPIC,
                                  stamp_to_ns, typestore)
 from sarm2_reward.episode import Episode, UNLABELLED
@@ -111,9 +112,34 @@ def _nearest(stamps: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(choose_left, left, right)
 
 
+def _align_by_log_time(stream: list[tuple[int, np.ndarray]],
+                       frame_log_times: np.ndarray) -> np.ndarray:
+    """One row per frame: the first array logged at or after the frame, before the next frame.
+
+    Commands have no header; they follow the frame they answer in log time. A frame without its
+    own command repeats the previous one (zeros before the first).
+    """
+    length = len(frame_log_times)
+    size = len(stream[0][1]) if stream else 0
+    rows = np.zeros((length, size), dtype=np.float32)
+    if not stream:
+        return rows
+    stream.sort(key=lambda item: item[0])
+    stamps = np.array([stamp for stamp, _ in stream], dtype=np.int64)
+    first_at_or_after = np.searchsorted(stamps, frame_log_times, side='left')
+    previous = np.zeros(size, dtype=np.float32)
+    for k in range(length):
+        index = first_at_or_after[k]
+        next_frame = frame_log_times[k + 1] if k + 1 < length else np.iinfo(np.int64).max
+        if index < len(stream) and stamps[index] < next_frame:
+            previous = stream[index][1]
+        rows[k] = previous
+    return rows
+
+
 def _assemble(bag: Path, messages: list[tuple[str, int, object]], complete: bool) -> Episode:
     images: dict[str, list[tuple[int, object]]] = {}
-    joints, actions, truths, records = [], [], [], []
+    joints, actions, base_actions, truths, records = [], [], [], [], []
     for topic, log_time, message in messages:
         camera = camera_of_topic(topic)
         if camera is not None:
@@ -124,6 +150,8 @@ def _assemble(bag: Path, messages: list[tuple[str, int, object]], complete: bool
                            np.asarray(message.position, dtype=np.float32)))
         elif topic == ACTION_TOPIC:
             actions.append((log_time, np.asarray(message.data, dtype=np.float32)))
+        elif topic == BASE_ACTION_TOPIC:
+            base_actions.append((log_time, np.asarray(message.data, dtype=np.float32)))
         elif topic == GROUND_TRUTH_TOPIC:
             truths.append((stamp_to_ns(message.header.stamp), message))
         elif topic == METADATA_TOPIC:
@@ -150,19 +178,7 @@ def _assemble(bag: Path, messages: list[tuple[str, int, object]], complete: bool
     joint_stamps = np.array([stamp for stamp, _ in joints], dtype=np.int64)
     joint_positions = np.stack([joints[i][1] for i in _nearest(joint_stamps, frame_stamps)])
 
-    action_size = len(actions[0][1]) if actions else 0
-    action_rows = np.zeros((length, action_size), dtype=np.float32)
-    if actions:
-        actions.sort(key=lambda item: item[0])
-        action_stamps = np.array([stamp for stamp, _ in actions], dtype=np.int64)
-        first_at_or_after = np.searchsorted(action_stamps, frame_log_times, side='left')
-        previous = np.zeros(action_size, dtype=np.float32)
-        for k in range(length):
-            index = first_at_or_after[k]
-            next_frame = frame_log_times[k + 1] if k + 1 < length else np.iinfo(np.int64).max
-            if index < len(actions) and action_stamps[index] < next_frame:
-                previous = actions[index][1]
-            action_rows[k] = previous
+    action_rows = _align_by_log_time(actions, frame_log_times)
 
     primitive_ids = np.full(length, UNLABELLED, dtype=np.int64)
     last_truth_success = False
@@ -186,6 +202,9 @@ def _assemble(bag: Path, messages: list[tuple[str, int, object]], complete: bool
         except (ValueError, TypeError):
             LOG.warning('%s: metadata_json is not a JSON object; ignored', bag)
     metadata.update(bag_path=str(bag), complete=complete and end is not None)
+    if base_actions:
+        # Rollouts: the policy's raw output before the safety filter (SPIRAL's base action).
+        metadata['base_actions'] = _align_by_log_time(base_actions, frame_log_times)
     if described is not None:
         metadata.update(seed=int(described.seed))
     if end is not None:

@@ -28,6 +28,8 @@ IMAGE_TOPIC_PREFIX = '/camera/'
 IMAGE_TOPIC_SUFFIX = '/image_raw'
 JOINT_STATES_TOPIC = '/joint_states'
 ACTION_TOPIC = '/sim/action'
+# Rollouts: the policy's raw action before the safety filter (ACTION_TOPIC holds the executed one).
+BASE_ACTION_TOPIC = '/policy/base_action'
 GROUND_TRUTH_TOPIC = '/sim/ground_truth'
 METADATA_TOPIC = '/episode/metadata'
 

@@ -176,3 +176,24 @@ def test_bad_bags_are_skipped_or_partially_read(tmp_path, caplog):
     assert not by_name['cut'].metadata['complete'] and 0 < len(by_name['cut']) <= FRAMES
     assert 'broken' in caplog.text and 'empty' in caplog.text
     assert read_episodes([good, tmp_path / 'nowhere'])[0].episode_id == 'ep-1'
+
+
+def test_rollout_base_actions_are_read_into_metadata(tmp_path):
+    """Rollout bags hold the policy's raw action too; it is aligned like the executed one."""
+    bag = tmp_path / 'rollout'
+    with bag_io.BagWriter(bag) as writer:
+        for k in range(FRAMES):
+            stamp = k * PERIOD_NS
+            writer.write(bag_io.image_topic('corner'), bag_io.image_message(
+                _frame_image('corner', k), stamp, 'corner'), stamp)
+            writer.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+                JOINTS, np.zeros(9, dtype=np.float32), stamp), stamp)
+            writer.write(bag_io.BASE_ACTION_TOPIC, bag_io.action_message(
+                np.array([k, 2.0 * k, 0.0, 1.0])), stamp + 1)
+            writer.write(bag_io.ACTION_TOPIC, bag_io.action_message(
+                np.array([k / 10, 0.0, 0.0, 1.0])), stamp + 2)
+    episode = read_episode(bag)
+    base = episode.metadata['base_actions']
+    assert base.shape == (FRAMES, 4)
+    assert base[:, 1].tolist() == [2.0 * k for k in range(FRAMES)]
+    assert episode.actions[:, 0].tolist() == pytest.approx([k / 10 for k in range(FRAMES)])

@@ -25,12 +25,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rosgraph_msgs.msg import Clock
 
 from ..bag_playback import PlaybackConfig, playback_schedule, read_bag
-from .qos import RELIABLE, SENSOR_DATA
-
-# Topics of these types are sensor streams: replay them with the sensor-data profile the live
-# drivers use, so subscribers see the same QoS as on the robot.
-SENSOR_TYPES = {'sensor_msgs/msg/Image', 'sensor_msgs/msg/CameraInfo',
-                'sensor_msgs/msg/JointState', 'sensor_msgs/msg/CompressedImage'}
+from .qos import RELIABLE
 
 
 def message_class(msgtype: str):
@@ -81,9 +76,10 @@ class BagPlayerNode(Node):
         self.publishers_by_topic = {}
         for message in self.messages:
             if message.topic not in self.publishers_by_topic:
-                qos = SENSOR_DATA if message.msgtype in SENSOR_TYPES else RELIABLE
+                # Reliable for every topic: it matches reliable subscribers (lossless replay into
+                # an evaluation) as well as the best-effort ones live sensors are read with.
                 self.publishers_by_topic[message.topic] = self.create_publisher(
-                    message_class(message.msgtype), message.topic, qos)
+                    message_class(message.msgtype), message.topic, RELIABLE)
         self.clock_publisher = (self.create_publisher(Clock, '/clock', RELIABLE)
                                 if self.get_parameter('publish_clock').value else None)
         self.published = 0

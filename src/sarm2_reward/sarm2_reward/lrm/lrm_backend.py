@@ -1,0 +1,226 @@
+"""The LRM reward backend: asks a VLM every N frames, in the background, and holds the answer.
+
+The live node calls ``step`` for every frame and must never wait for the VLM: ``step`` returns
+the latest held estimate at once and, every ``query_every`` frames, hands the current frames to a
+worker thread. At most one query runs; a newer request replaces a pending one (the VLM should
+answer about the present, not work through a backlog), and replaced requests are counted.
+Failures (timeouts, HTTP errors, garbage answers) are counted and the held estimate stays, so the
+node keeps publishing and reports the fault in diagnostics.
+"""
+
+from dataclasses import dataclass
+import threading
+import time
+
+import numpy as np
+
+from ..backend import RewardBackend, RewardEstimate
+from ..episode import Episode
+from .questions import (COMPLETION, CONTRASTIVE, interpret, LrmAnswers, PROGRESS, PROMPTS,
+                        QUESTIONS)
+from .vlm_clients import OpenAiChatClient, TransformersVlmClient, VlmClient, VlmError
+
+MODES = ('tri',) + QUESTIONS
+
+
+@dataclass
+class LrmConfig:
+    """How the LRM backend queries its VLM."""
+
+    cameras: tuple[str, ...] = ('corner',)
+    query_every: int = 10          # frames between queries
+    mode: str = 'tri'              # reward published: tri, contrastive, progress or completion
+
+    def __post_init__(self):
+        self.cameras = tuple(self.cameras)
+        if not self.cameras:
+            raise ValueError('LRM backend needs at least one camera')
+        if self.query_every < 1:
+            raise ValueError(f'query_every must be >= 1 frame, got {self.query_every}')
+        if self.mode not in MODES:
+            raise ValueError(f'unknown LRM mode {self.mode!r}; choose one of {", ".join(MODES)}')
+
+
+def ask_round(client: VlmClient, instruction: str, current: list[np.ndarray],
+              earlier: np.ndarray | None, previous_progress: float) -> LrmAnswers:
+    """Ask the three questions about ``current`` (one image per camera); parse the answers.
+
+    The contrastive question compares ``earlier`` with the first camera's current image and is
+    skipped (neutral) when there is no earlier frame. VlmError propagates to the caller.
+    """
+    raw = {
+        CONTRASTIVE: (None if earlier is None else
+                      client.ask([earlier, current[0]], PROMPTS[CONTRASTIVE](instruction))),
+        PROGRESS: client.ask(current, PROMPTS[PROGRESS](instruction)),
+        COMPLETION: client.ask(current, PROMPTS[COMPLETION](instruction)),
+    }
+    return interpret(raw, previous_progress)
+
+
+class LrmBackend(RewardBackend):
+    """Zero-shot rewards from a VLM; see the module docstring for the timing model."""
+
+    def __init__(self, client: VlmClient, config: LrmConfig | None = None):
+        self.config = config or LrmConfig()
+        self.client = client
+        self._lock = threading.Condition()
+        self._pending = None       # the next query to run: (generation, frame, images, earlier)
+        self._stop = False
+        self._generation = 0
+        self._instruction = ''
+        self._frame = -1
+        self._last_query_image = None
+        self._answers: LrmAnswers | None = None     # None until the first answer
+        self._answered_frame = -1
+        self._fault = ''        # the last query's failure, cleared by the next answer
+        self.stats = {'queries': 0, 'answers': 0, 'replaced_requests': 0, 'timeout': 0,
+                      'http': 0, 'protocol': 0, 'last_latency_s': 0.0,
+                      **{f'unparseable_{q}': 0 for q in QUESTIONS}}
+        self._worker = threading.Thread(target=self._run, name='lrm-queries', daemon=True)
+        self._worker.start()
+
+    @property
+    def model_id(self) -> str:
+        return f'lrm:{self.client.name}:{self.config.mode}'
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self.config.cameras)
+
+    @property
+    def state_dim(self) -> None:
+        return None          # the VLM sees only images: any joint vector pairs
+
+    @property
+    def fault(self) -> str:
+        with self._lock:
+            return self._fault
+
+    def reset(self, task: str, instruction: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._instruction = instruction
+            self._pending = None
+            self._frame = -1
+            self._last_query_image = None
+            self._answers = None
+            self._answered_frame = -1
+
+    def step(self, images: dict[str, np.ndarray], joint_positions: np.ndarray,
+             stamp: float) -> RewardEstimate:
+        current = []
+        for camera in self.cameras:
+            image = images.get(camera)
+            if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f'camera {camera!r}: expected a uint8 RGB [H, W, 3] image')
+            current.append(image)
+        with self._lock:
+            self._frame += 1
+            if self._frame % self.config.query_every == 0:
+                if self._pending is not None:
+                    self.stats['replaced_requests'] += 1
+                self._pending = (self._generation, self._frame, [i.copy() for i in current],
+                                 self._last_query_image)
+                self._last_query_image = current[0].copy()
+                self._lock.notify()
+            answers = self._answers
+        if answers is None:
+            # Before the first answer there is no evidence of progress: reward 0, not the
+            # neutral tri value (0.17), which would reward doing nothing.
+            return RewardEstimate(
+                primitive_probs=np.zeros(0, np.float32), group_probs=np.zeros(0, np.float32),
+                progress=0.0, value=-1.0, reward=0.0, success_probability=0.0,
+                model_id=self.model_id)
+        return RewardEstimate(
+            primitive_probs=np.zeros(0, np.float32), group_probs=np.zeros(0, np.float32),
+            progress=answers.progress, value=answers.progress - 1.0,
+            reward=answers.reward(self.config.mode),
+            success_probability=float(answers.complete), model_id=self.model_id)
+
+    @property
+    def staleness_frames(self) -> int:
+        """Frames since the frame the held answer is about (-1: no answer yet)."""
+        with self._lock:
+            return -1 if self._answered_frame < 0 else self._frame - self._answered_frame
+
+    def diagnostics(self) -> dict[str, str]:
+        """Counters for the node's DiagnosticArray."""
+        with self._lock:
+            values = dict(self.stats)
+        values['staleness_frames'] = self.staleness_frames
+        return {f'vlm_{key}': f'{value:.3f}' if isinstance(value, float) else str(value)
+                for key, value in values.items()}
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop = True
+            self._lock.notify()
+        self._worker.join(timeout=5)
+        self.client.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stop:
+                    self._lock.wait()
+                if self._stop:
+                    return
+                generation, frame, current, earlier = self._pending
+                self._pending = None
+                instruction = self._instruction
+                previous_progress = self._answers.progress if self._answers else 0.0
+                self.stats['queries'] += 1
+            start = time.perf_counter()
+            try:
+                answers = ask_round(self.client, instruction, current, earlier, previous_progress)
+            except VlmError as error:
+                with self._lock:
+                    self.stats[error.kind] += 1
+                    self._fault = f'VLM query failed ({error.kind}): {error}'
+                continue
+            with self._lock:
+                self._fault = ''
+                self.stats['last_latency_s'] = time.perf_counter() - start
+                self.stats['answers'] += 1
+                for question in answers.unparseable:
+                    self.stats[f'unparseable_{question}'] += 1
+                if generation == self._generation:   # an answer about a past episode is dropped
+                    self._answers = answers
+                    self._answered_frame = frame
+
+
+def lrm_backend_from_config(config) -> LrmBackend:
+    """Build the LRM backend from the reward node's config (``backend: lrm``)."""
+    if config.lrm_model_dir:
+        client = TransformersVlmClient(config.lrm_model_dir, config.lrm_adapter_dir,
+                                       config.device)
+    else:
+        client = OpenAiChatClient(config.lrm_endpoint, config.lrm_model, config.lrm_timeout)
+    return LrmBackend(client, LrmConfig(cameras=config.cameras,
+                                        query_every=config.lrm_query_every,
+                                        mode=config.lrm_mode))
+
+
+def relabel_episode(client: VlmClient, episode: Episode, config: LrmConfig) -> np.ndarray:
+    """Offline LRM rewards for every frame of ``episode`` (queried every N frames, held between).
+
+    Synchronous: offline relabeling has no frame clock to keep up with. A failed query holds the
+    previous answer, exactly as the live backend does.
+    """
+    missing = [c for c in config.cameras if c not in episode.images]
+    if missing:
+        raise ValueError(f'episode {episode.episode_id} has no camera(s) {missing}')
+    rewards = np.zeros(len(episode), np.float32)
+    answers = LrmAnswers(0, 0.0, False)
+    earlier = None
+    for t in range(len(episode)):
+        if t % config.query_every == 0:
+            current = [episode.images[c][t] for c in config.cameras]
+            try:
+                answers = ask_round(client, episode.instruction, current, earlier,
+                                    answers.progress)
+            except VlmError:
+                pass
+            earlier = current[0]
+        rewards[t] = answers.reward(config.mode)
+    return rewards

@@ -1,0 +1,454 @@
+"""Live reward node: per-frame SARM2 stage, progress and reward on ROS 2 topics.
+
+Lifecycle node. It starts unconfigured; ``configure`` loads the checkpoint (on failure the node
+stays unconfigured and /diagnostics says why), ``activate`` starts processing, ``deactivate``
+stops, ``cleanup`` frees the model. ``autostart:=true`` does configure + activate at startup.
+
+Data flow: camera and joint-state subscriptions only stamp-pair their messages (no decoding,
+no model) and put complete frames in a bounded queue that drops its oldest entry when full.
+A guard condition wakes the inference callback, which runs in its own callback group (so the
+MultiThreadedExecutor keeps serving subscriptions meanwhile), decodes images, runs the backend
+and publishes.
+
+Topics (defaults):
+    in   /camera/<name>/image_raw     sensor_msgs/Image, one per camera
+         /joint_states                sensor_msgs/JointState
+         /episode/status              sarm2_msgs/EpisodeStatus (episode boundaries)
+    out  /sarm2/stage_reward          sarm2_msgs/StageReward, one per processed frame
+         /sarm2/progress, /sarm2/reward   std_msgs/Float32 (rqt_plot)
+         /sarm2/markers               visualization_msgs/MarkerArray (RViz)
+         /sarm2/overlay/image_raw     sensor_msgs/Image, annotated (drawn only when subscribed)
+         /diagnostics                 diagnostic_msgs/DiagnosticArray
+Services: ~/set_task (sarm2_msgs/SetTask), ~/reset (sarm2_msgs/ResetEpisode).
+"""
+
+from collections import deque
+import threading
+import uuid
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sarm2_msgs.msg import EpisodeStatus, StageReward
+from sarm2_msgs.srv import ResetEpisode, SetTask
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32, Header
+from visualization_msgs.msg import MarkerArray
+
+from .qos import LATCHED, RELIABLE, SENSOR_DATA
+from .reward_conversions import (diagnostics_msg, image_msg_to_rgb, joint_positions,
+                                 JointStateError, reward_markers, rgb_to_image_msg,
+                                 stage_reward_msg, using_cv_bridge)
+from ..backend import backend_from_config, RewardBackend
+from ..frame_queue import DroppingQueue
+from ..image_encoding import ImageDecodeError
+from ..overlay import draw_overlay
+from ..reward_diagnostics import OK, RewardNodeMonitor, WARN
+from ..reward_node_config import (APPLIED_ON_CONFIGURE, PARAMETER_DOCS, READ_ONLY,
+                                  RewardNodeConfig)
+from ..stamp_pairing import StampPairer
+
+JOINTS = 'joint_states'
+NS = 1_000_000_000
+_RANGES = {
+    'smoothing': FloatingPointRange(from_value=0.0, to_value=0.999),
+    'queue_size': IntegerRange(from_value=1, to_value=100),
+    'overlay_width': IntegerRange(from_value=96, to_value=4096),
+}
+
+
+def _stamp_ns(header: Header) -> int:
+    return header.stamp.sec * NS + header.stamp.nanosec
+
+
+class RewardNode(LifecycleNode):
+    """Publishes SARM2 stage rewards for every processed camera frame."""
+
+    def __init__(self, backend_factory=None, **kwargs):
+        super().__init__('reward_node', **kwargs)
+        # The factory is the seam for other reward backends (e.g. LRM): config -> RewardBackend.
+        self._backend_factory = backend_factory or backend_from_config
+        self._declare_parameters()
+        self.config = self._read_config()
+        self.add_on_set_parameters_callback(self._validate_parameters)
+
+        self._lock = threading.Lock()        # backend + episode state (inference vs services)
+        self._input_lock = threading.Lock()  # stamp pairer (subscriptions vs resets)
+        self._backend: RewardBackend | None = None
+        self._pairer: StampPairer | None = None
+        self._queue: DroppingQueue | None = None
+        self._cameras: list[str] = []
+        self._active = False
+        self._generation = 0
+        self._task = self.config.task
+        self._instruction = self.config.instruction
+        self._episode_id = ''
+        self._frame_index = 0
+        self._last_processed_ns: int | None = None
+        self._rewards: deque = deque(maxlen=self.config.sparkline_length)
+        self._seen_timeline_resets = 0
+        self._seen_backwards = 0
+        self._subscriptions_io: list = []
+        self._publishers_io: dict = {}
+        self._monitor = RewardNodeMonitor([], stale_after=self.config.stale_timeout)
+
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._inference_group = MutuallyExclusiveCallbackGroup()
+        self._wake_inference = self.create_guard_condition(
+            self._run_inference, callback_group=self._inference_group)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', RELIABLE)
+        self._diagnostics_timer = self.create_timer(self.config.diagnostics_period,
+                                                    self._publish_diagnostics)
+        self.create_service(SetTask, '~/set_task', self._on_set_task)
+        self.create_service(ResetEpisode, '~/reset', self._on_reset)
+        self.create_subscription(EpisodeStatus, '/episode/status', self._on_episode_status,
+                                 LATCHED)
+        self.get_logger().info(
+            'reward node unconfigured; image conversion: '
+            f'{"cv_bridge" if using_cv_bridge() else "numpy (cv_bridge not installed)"}')
+
+    # ---- parameters --------------------------------------------------------------------------
+    def _declare_parameters(self) -> None:
+        defaults = RewardNodeConfig()
+        types = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                 float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+                 tuple: ParameterType.PARAMETER_STRING_ARRAY}
+        for name in RewardNodeConfig.names():
+            default = getattr(defaults, name)
+            description = PARAMETER_DOCS[name]
+            descriptor = ParameterDescriptor(
+                name=name, type=types[type(default)], description=description,
+                read_only=name in READ_ONLY,
+                additional_constraints='applied on configure' if name in APPLIED_ON_CONFIGURE
+                else '')
+            if name in _RANGES:
+                key = 'floating_point_range' if isinstance(_RANGES[name], FloatingPointRange) \
+                    else 'integer_range'
+                setattr(descriptor, key, [_RANGES[name]])
+            if isinstance(default, tuple):
+                # rclpy types an empty list as a byte array: declare the type, leave it unset
+                # (unset string arrays read as empty, see _read_config).
+                default = Parameter.Type.STRING_ARRAY
+            self.declare_parameter(name, default, descriptor)
+
+    def _read_config(self, overrides: dict | None = None) -> RewardNodeConfig:
+        values = {name: self.get_parameter_or(name, Parameter(name, value=[])).value
+                  for name in RewardNodeConfig.names()}
+        values.update(overrides or {})
+        return RewardNodeConfig(**values)
+
+    def _validate_parameters(self, parameters) -> SetParametersResult:
+        try:
+            candidate = self._read_config({p.name: p.value for p in parameters
+                                           if p.name in RewardNodeConfig.names()})
+        except (TypeError, ValueError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        # Parameters that act at run time take effect now; the rest on the next configure.
+        self.config = candidate
+        return SetParametersResult(successful=True)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        config = self.config
+        self._monitor.state = 'configuring'
+        try:
+            backend = self._backend_factory(config)
+            backend.warm_up()
+            cameras = list(config.cameras) or list(backend.cameras)
+            if sorted(cameras) != sorted(backend.cameras):
+                raise ValueError(f"cameras {cameras} do not match the model's cameras "
+                                 f'{backend.cameras}')
+        except Exception as exc:  # any failure must leave the node unconfigured, not dead
+            reason = (f'{config.backend} backend (checkpoint {config.checkpoint!r}) failed to '
+                      f'load: {exc}')
+            self.get_logger().error(reason)
+            self._monitor.state = 'unconfigured'
+            self._monitor.error = reason
+            return TransitionCallbackReturn.FAILURE
+        self._backend = backend
+        self._cameras = cameras
+        streams = cameras + [JOINTS]
+        self._pairer = StampPairer(streams, cameras[0], slop_ns=int(config.pairing_slop * NS),
+                                   max_delay_ns=int(config.max_pairing_delay * NS))
+        self._queue = DroppingQueue(config.queue_size)
+        self._seen_timeline_resets = self._seen_backwards = 0
+        self._monitor = RewardNodeMonitor(streams, stale_after=config.stale_timeout)
+        self._monitor.model_id = backend.model_id
+        self._monitor.device = config.device
+        self._create_io(config)
+        self._start_episode(self._episode_id or _new_episode_id(), self._task, self._instruction)
+        self._monitor.state = 'inactive'
+        self.get_logger().info(f'configured: model {backend.model_id} on {config.device}, '
+                               f'cameras {cameras}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        self._monitor.state = 'active'
+        self._monitor.reset_timings()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._monitor.state = 'inactive'
+        if self._queue is not None:
+            self._queue.clear()
+        with self._input_lock:
+            if self._pairer is not None:
+                self._pairer.clear()  # frames from before the pause must not pair with later ones
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._monitor.state = 'unconfigured'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._monitor.state = 'finalized'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        self._active = False
+        with self._lock:
+            for subscription in self._subscriptions_io:
+                self.destroy_subscription(subscription)
+            for publisher in self._publishers_io.values():
+                self.destroy_lifecycle_publisher(publisher)
+            self._subscriptions_io, self._publishers_io = [], {}
+            if self._backend is not None:
+                self._backend.close()
+            self._backend = None
+            if self._queue is not None:
+                self._queue.close()
+
+    def _create_io(self, config: RewardNodeConfig) -> None:
+        sensor_qos = QoSProfile(depth=config.sensor_qos_depth,
+                                history=SENSOR_DATA.history, durability=SENSOR_DATA.durability,
+                                reliability=ReliabilityPolicy.RELIABLE
+                                if config.sensor_qos_reliability == 'reliable'
+                                else ReliabilityPolicy.BEST_EFFORT)
+        output_qos = QoSProfile(depth=config.output_qos_depth, reliability=RELIABLE.reliability,
+                                history=RELIABLE.history)
+        publish = self.create_lifecycle_publisher
+        self._publishers_io = {
+            'stage_reward': publish(StageReward, '/sarm2/stage_reward', output_qos),
+            'progress': publish(Float32, '/sarm2/progress', output_qos),
+            'reward': publish(Float32, '/sarm2/reward', output_qos),
+            'markers': publish(MarkerArray, '/sarm2/markers', output_qos),
+            'overlay': publish(Image, '/sarm2/overlay/image_raw', output_qos),
+        }
+        self._subscriptions_io = [
+            self.create_subscription(Image, config.topic_of(camera, self._cameras),
+                                     lambda msg, c=camera: self._on_message(c, msg),
+                                     sensor_qos, callback_group=self._input_group)
+            for camera in self._cameras]
+        self._subscriptions_io.append(self.create_subscription(
+            JointState, config.joint_states_topic, lambda msg: self._on_message(JOINTS, msg),
+            sensor_qos, callback_group=self._input_group))
+
+    # ---- input path: store and pair only -----------------------------------------------------
+    def _on_message(self, stream: str, msg) -> None:
+        self._monitor.heard(stream)
+        if not self._active or self._pairer is None:
+            return
+        with self._input_lock:
+            frames = self._pairer.add(stream, _stamp_ns(msg.header), msg)
+            stats = self._pairer.stats
+            generation = self._generation
+        if stats.backwards > self._seen_backwards:
+            self._seen_backwards = stats.backwards
+            self._bad_input('stamp_backwards', f'{stream}: header stamp went back in time '
+                            '(message dropped)')
+        if stats.timeline_resets > self._seen_timeline_resets:
+            self._seen_timeline_resets = stats.timeline_resets
+            self.get_logger().warn(f'{stream}: stamps restarted (clock reset or bag loop): '
+                                   'starting a new episode')
+            self._start_episode(_new_episode_id(), self._task, self._instruction)
+            return
+        for frame in frames:
+            if self._queue.put((generation, frame)):
+                self._monitor.dropped += 1
+        if frames:
+            self._wake_inference.trigger()
+
+    # ---- inference path ------------------------------------------------------------------------
+    def _run_inference(self) -> None:
+        while self._active and self._queue is not None:
+            item = self._queue.get_nowait()
+            if item is None:
+                return
+            try:
+                self._process(*item)
+            except Exception as exc:  # a bug must not stop the node; it shows in diagnostics
+                self._bad_input('internal_error', f'{type(exc).__name__}: {exc}')
+
+    def _process(self, generation: int, frame) -> None:
+        with self._lock:
+            backend = self._backend
+            if backend is None or generation != self._generation:
+                return  # queued before a reset: belongs to the previous episode
+            config = self.config
+            if config.output_rate > 0 and self._last_processed_ns is not None and \
+                    frame.stamp_ns - self._last_processed_ns < NS / config.output_rate:
+                self._monitor.rate_skipped += 1
+                return
+            images = {}
+            for camera in self._cameras:
+                try:
+                    images[camera] = image_msg_to_rgb(frame.items[camera])
+                except ImageDecodeError as exc:
+                    self._bad_input(f'image_{exc.kind}', f'camera {camera}: {exc}')
+                    return
+            try:
+                joints = joint_positions(frame.items[JOINTS], list(config.joint_names),
+                                         backend.state_dim)
+            except JointStateError as exc:
+                self._bad_input(exc.kind, str(exc))
+                return
+            try:
+                estimate = backend.step(images, joints, frame.stamp_ns / NS)
+            except ValueError as exc:
+                self._bad_input('model_input', str(exc))
+                return
+            self._last_processed_ns = frame.stamp_ns
+            header = frame.items[self._cameras[0]].header
+            index = self._frame_index
+            self._frame_index += 1
+            self._rewards.append(estimate.reward)
+            self._publish(estimate, header, index, images[self._cameras[0]])
+            latency = (self.get_clock().now().nanoseconds - frame.stamp_ns) / NS
+            self._monitor.frame_done(latency, estimate.inference_time)
+            self._monitor.frame_index = self._frame_index
+
+    def _publish(self, estimate, header: Header, index: int, image) -> None:
+        pubs = self._publishers_io
+        pubs['stage_reward'].publish(stage_reward_msg(
+            estimate, header, self._task, self._instruction, self._episode_id, index))
+        pubs['progress'].publish(Float32(data=float(estimate.progress)))
+        pubs['reward'].publish(Float32(data=float(estimate.reward)))
+        marker_header = Header(stamp=header.stamp,
+                               frame_id=self.config.marker_frame or header.frame_id)
+        pubs['markers'].publish(reward_markers(estimate, marker_header))
+        if pubs['overlay'].get_subscription_count() > 0:
+            overlay = draw_overlay(image, estimate.primitive_name,
+                                   estimate.primitive_confidence, estimate.progress,
+                                   estimate.success_probability, self._rewards,
+                                   width=self.config.overlay_width)
+            pubs['overlay'].publish(rgb_to_image_msg(overlay, header))
+
+    def _bad_input(self, kind: str, message: str) -> None:
+        if self._monitor.bad_input(kind):
+            self.get_logger().warn(f'bad input ({kind}): {message} '
+                                   '(logged once per kind; counted in /diagnostics)')
+        self._monitor.error = f'{kind}: {message}'
+
+    # ---- episodes ------------------------------------------------------------------------------
+    def _start_episode(self, episode_id: str, task: str, instruction: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._episode_id = episode_id
+            self._task, self._instruction = task, instruction
+            self._frame_index = 0
+            self._last_processed_ns = None
+            self._rewards = deque(maxlen=self.config.sparkline_length)
+            if self._queue is not None:
+                self._queue.clear()
+            with self._input_lock:
+                if self._pairer is not None:
+                    self._pairer.clear()
+            if self._backend is not None:
+                self._backend.reset(task, instruction)
+            self._monitor.episode_id = episode_id
+            self._monitor.frame_index = 0
+
+    def _on_episode_status(self, msg: EpisodeStatus) -> None:
+        if msg.state != EpisodeStatus.RUNNING or not msg.episode_id \
+                or msg.episode_id == self._episode_id:
+            return
+        task = msg.task or self._task
+        instruction = msg.instruction or _catalogue_instruction(task) or self._instruction
+        self.get_logger().info(f'episode {msg.episode_id} started ({task})')
+        self._start_episode(msg.episode_id, task, instruction)
+
+    def _on_set_task(self, request: SetTask.Request, response: SetTask.Response):
+        if not request.task:
+            response.success, response.message = False, 'task must not be empty'
+            return response
+        instruction = request.instruction or _catalogue_instruction(request.task)
+        if not instruction:
+            response.success = False
+            response.message = (f'no instruction given and task {request.task!r} is not in the '
+                                'task catalogue: pass the instruction')
+            return response
+        episode_id = _new_episode_id()
+        self._start_episode(episode_id, request.task, instruction)
+        response.success = True
+        response.message = f'task {request.task!r} ({instruction!r}); new episode {episode_id}'
+        return response
+
+    def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
+        response.episode_id = request.episode_id or _new_episode_id()
+        self._start_episode(response.episode_id, self._task, self._instruction)
+        response.success = True
+        response.message = (f'episode {response.episode_id} started' if self._backend is not None
+                            else f'episode {response.episode_id} will start when configured')
+        return response
+
+    # ---- diagnostics ---------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        report = self._monitor.report(self._pairer.stats if self._pairer is not None else None)
+        backend = self._backend
+        if backend is not None:
+            report.values.update(backend.diagnostics())
+            if backend.fault and report.level == OK:
+                report.level, report.message = WARN, backend.fault
+        report.values['task'] = self._task
+        report.values['image_conversion'] = 'cv_bridge' if using_cv_bridge() else 'numpy'
+        self._diagnostics_pub.publish(diagnostics_msg(
+            report, self.get_clock().now().to_msg(), f'{self.get_name()}: reward',
+            self._monitor.model_id or 'no model'))
+
+
+def _catalogue_instruction(task: str) -> str:
+    try:
+        from sarm2_sim.catalogue import load_catalogue
+
+        spec = load_catalogue().get(task)
+    except (ImportError, OSError, ValueError):
+        return ''
+    return spec.instruction if spec is not None else ''
+
+
+def _new_episode_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def main(args=None) -> None:
+    """Run the reward node (console script ``reward_node``)."""
+    rclpy.init(args=args)
+    node = RewardNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        if node.config.autostart:
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,1 @@
+"""Adapters that let policies users already have drive the arm through ``VlaPolicy``."""

@@ -1,0 +1,93 @@
+"""Message <-> array conversion for the policy node, as pure functions (tested without a node)."""
+
+import array
+
+import numpy as np
+
+from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import TwistStamped
+from sarm2_reward.image_encoding import decode_rgb8, ImageFields
+from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+
+def stamp_seconds(stamp: Time) -> float:
+    """Return a builtin_interfaces/Time as float seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """Decode a sensor_msgs/Image to uint8 RGB [H, W, 3] (raises ValueError on bad images)."""
+    return decode_rgb8(ImageFields(height=msg.height, width=msg.width, encoding=msg.encoding,
+                                   is_bigendian=bool(msg.is_bigendian), step=msg.step,
+                                   data=bytes(msg.data)))
+
+
+def joint_positions(msg, names: list[str] | tuple[str, ...] = ()) -> np.ndarray:
+    """Positions of a sensor_msgs/JointState as float32, in ``names`` order if given.
+
+    Raises ValueError naming the missing joints, or when positions and names disagree.
+    """
+    positions = np.asarray(msg.position, dtype=np.float32)
+    if not names:
+        return positions
+    if len(msg.name) != len(positions):
+        raise ValueError(f'JointState has {len(msg.name)} names but {len(positions)} positions')
+    index = {name: i for i, name in enumerate(msg.name)}
+    missing = [name for name in names if name not in index]
+    if missing:
+        raise ValueError(f'JointState lacks joints {missing}; it has {list(msg.name)}')
+    return positions[[index[name] for name in names]]
+
+
+def twist_command(velocity: np.ndarray, stamp: Time, frame_id: str) -> TwistStamped:
+    """Build a TwistStamped from a linear velocity (m/s, xyz); angular velocity zero."""
+    msg = TwistStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in velocity)
+    return msg
+
+
+def gripper_command(value: float) -> Float64:
+    """Build a gripper command (-1 open .. 1 close in the sim's units) as Float64."""
+    return Float64(data=float(value))
+
+
+def joint_trajectory_command(names, positions: np.ndarray, stamp: Time,
+                             time_from_start: float) -> JointTrajectory:
+    """One-point JointTrajectory reaching ``positions`` (rad) after ``time_from_start`` s."""
+    msg = JointTrajectory()
+    msg.header.stamp = stamp
+    msg.joint_names = list(names)
+    seconds = int(time_from_start)
+    point = JointTrajectoryPoint(
+        positions=[float(p) for p in positions],
+        time_from_start=Duration(sec=seconds, nanosec=int(round((time_from_start - seconds)
+                                                                * 1e9))))
+    msg.points = [point]
+    return msg
+
+
+def float64_array(values: np.ndarray) -> Float64MultiArray:
+    """Pack a float vector as Float64MultiArray.
+
+    Used for joint positions of a ros2_control forward position controller and for actions in
+    the bag layout of ``sarm2_reward.bag_io``.
+    """
+    return Float64MultiArray(data=_packed('d', values, np.float64))
+
+
+def float_array(values: np.ndarray) -> Float32MultiArray:
+    """Pack a float vector (policy actions) as Float32MultiArray, NaN/inf kept as they are."""
+    return Float32MultiArray(data=_packed('f', values, np.float32))
+
+
+def _packed(typecode: str, values, dtype) -> array.array:
+    # An array.array skips the per-element range check of Python messages, so a raw policy
+    # output holding NaN or inf can still be recorded exactly as the policy produced it.
+    with np.errstate(over='ignore'):
+        packed = np.asarray(values, dtype=np.float64).astype(dtype).reshape(-1)
+    result = array.array(typecode)
+    result.frombytes(packed.tobytes())
+    return result

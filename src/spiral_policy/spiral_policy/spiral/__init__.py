@@ -1,0 +1,1 @@
+"""SPIRAL: residual off-policy actor-critic on a frozen base VLA, improved from scored rollouts."""

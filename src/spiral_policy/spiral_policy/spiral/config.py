@@ -1,0 +1,114 @@
+"""SPIRAL hyper-parameters: one validated dataclass shared by training, deployment and benches.
+
+Defaults follow the method description (openspiral): an ensemble of 5 critics, a critic target
+that blends the Monte-Carlo return and the TD target with alpha = 0.5, gamma close to 1 over
+chunked returns, TD3-style target smoothing, an L2 penalty beta on the residual and best-of-k
+noise candidates at deployment. Sizes are small because everything here trains on a CPU.
+"""
+
+from dataclasses import asdict, dataclass, fields
+import json
+from pathlib import Path
+
+REWARD_SOURCES = ('dense', 'sparse')
+
+
+@dataclass
+class SpiralConfig:
+    """Residual actor-critic configuration (saved as JSON beside every residual checkpoint)."""
+
+    # Interface of the frozen base policy the residual sits on.
+    action_dim: int = 4
+    chunk_size: int = 8
+    joint_dim: int = 9
+    cameras: tuple[str, ...] = ('corner',)
+    # Images are average-pooled to this size before the small CNN encoder.
+    feature_image_size: int = 32
+    hidden_dim: int = 256
+    # The residual is `residual_scale * tanh(.)`: a bounded correction around the base action.
+    residual_scale: float = 0.3
+    num_critics: int = 5
+    # Per-step discount; chunk transitions discount by gamma ** chunk_size.
+    gamma: float = 0.99
+    # Weight of the Monte-Carlo return in the critic target (1 - alpha goes to the TD target).
+    mc_alpha: float = 0.5
+    # TD3 target smoothing, in action units, applied to the next-state action.
+    target_noise: float = 0.1
+    target_noise_clip: float = 0.25
+    # Actor loss = -min_j Q_j + beta * mean(residual ** 2).
+    beta: float = 1.0
+    # Action bounds of the arm (Meta-World style velocity commands + gripper).
+    action_low: float = -1.0
+    action_high: float = 1.0
+    # Optimisation.
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    batch_size: int = 256
+    updates: int = 2000
+    actor_delay: int = 2
+    polyak_tau: float = 0.005
+    # Deployment: best of k candidates (candidate 0 is noise-free) scored by min-Q.
+    best_of_k: int = 8
+    candidate_noise: float = 0.1
+    # Reward used to build transitions: dense per-frame rewards or sparse success only.
+    reward_source: str = 'dense'
+    # RA-BC: a chunk's BC weight is clip(progress gain / kappa, 0, 1).
+    rabc_kappa: float = 0.01
+
+    def __post_init__(self):
+        self.cameras = tuple(self.cameras)
+        positive = ('action_dim', 'chunk_size', 'joint_dim', 'feature_image_size', 'hidden_dim',
+                    'num_critics', 'batch_size', 'actor_delay', 'best_of_k')
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f'SpiralConfig.{name} must be >= 1, got {getattr(self, name)}')
+        if self.updates < 0:
+            raise ValueError(f'SpiralConfig.updates must be >= 0, got {self.updates}')
+        if not self.cameras:
+            raise ValueError('SpiralConfig.cameras must name at least one camera')
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f'SpiralConfig.gamma must be in (0, 1], got {self.gamma}')
+        if not 0.0 <= self.mc_alpha <= 1.0:
+            raise ValueError(f'SpiralConfig.mc_alpha must be in [0, 1], got {self.mc_alpha}')
+        if not 0.0 < self.polyak_tau <= 1.0:
+            raise ValueError(f'SpiralConfig.polyak_tau must be in (0, 1], got {self.polyak_tau}')
+        for name in ('residual_scale', 'target_noise', 'target_noise_clip', 'beta', 'actor_lr',
+                     'critic_lr', 'candidate_noise'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'SpiralConfig.{name} must be >= 0, got {getattr(self, name)}')
+        if self.rabc_kappa <= 0:
+            raise ValueError(f'SpiralConfig.rabc_kappa must be > 0, got {self.rabc_kappa}')
+        if self.action_low >= self.action_high:
+            raise ValueError(f'SpiralConfig.action_low ({self.action_low}) must be below '
+                             f'action_high ({self.action_high})')
+        if self.reward_source not in REWARD_SOURCES:
+            raise ValueError(f'SpiralConfig.reward_source must be one of {REWARD_SOURCES}, '
+                             f'got {self.reward_source!r}')
+
+    @property
+    def td_weight(self) -> float:
+        """Weight of the TD target in the blended critic target."""
+        return 1.0 - self.mc_alpha
+
+    @property
+    def chunk_flat_dim(self) -> int:
+        """Size of one flattened action chunk."""
+        return self.chunk_size * self.action_dim
+
+    def to_json(self) -> str:
+        """Serialise to JSON (tuples become lists)."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> 'SpiralConfig':
+        """Build from a dict, rejecting unknown keys with a message naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f'unknown SpiralConfig keys {unknown}; known keys: {sorted(known)}')
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> 'SpiralConfig':
+        """Read a config JSON file."""
+        return cls.from_dict(json.loads(Path(path).read_text()))

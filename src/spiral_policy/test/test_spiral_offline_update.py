@@ -1,0 +1,156 @@
+"""Offline SPIRAL round from real rosbag2 files: relabel, skip bad bags, write a checkpoint."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sarm2_reward.bag_io import (ACTION_TOPIC, action_message, BagWriter, image_message,
+                                 image_topic, joint_state_message, JOINT_STATES_TOPIC,
+                                 METADATA_END, METADATA_START, metadata_message, METADATA_TOPIC)
+from sarm2_reward.checkpoint import save_checkpoint
+from sarm2_reward.episode import Episode, UNLABELLED
+from sarm2_reward.model import Sarm2Config, Sarm2Model
+from sarm2_reward.text_embedding import make_text_embedder
+from spiral_policy.spiral.config import SpiralConfig
+from spiral_policy.spiral.learner import read_metadata, SpiralLearner
+from spiral_policy.spiral.offline_update import main, prepare_round, REPORT_FILE
+from spiral_policy.spiral.relabel import Sarm2Labeler, TimeLinearLabeler
+# The autouse fixture also restores the thread count that main() sets for the process.
+from test_spiral_core import single_thread  # noqa: F401
+
+PERIOD_NS = 50_000_000
+JOINT_NAMES = tuple(f'joint{i}' for i in range(9))
+
+
+def tiny_config() -> SpiralConfig:
+    return SpiralConfig(chunk_size=2, feature_image_size=8, hidden_dim=16, num_critics=2,
+                        batch_size=16, updates=5, best_of_k=2)
+
+
+def write_bag(path: Path, task: str = 'push-v3', frames: int = 7, cameras=('corner',),
+              base_actions: bool = True, success: bool = True, finish: bool = True) -> Path:
+    """Write a rollout bag as the recorder does: images, joints, actions, metadata records."""
+    rng = np.random.default_rng(len(str(path)))
+    details = {'policy_id': 'tiny_base'}
+    if base_actions:
+        details['base_actions'] = rng.uniform(-1, 1, (frames, 4)).round(3).tolist()
+    writer = BagWriter(path)
+    writer.__enter__()
+    writer.write(METADATA_TOPIC, metadata_message(0, METADATA_START, path.name, task,
+                                                  'push the puck', 7), 0)
+    for k in range(frames):
+        stamp = k * PERIOD_NS
+        for camera in cameras:
+            image = rng.integers(0, 256, (16, 16, 3), np.uint8)
+            writer.write(image_topic(camera), image_message(image, stamp, camera), stamp)
+        writer.write(JOINT_STATES_TOPIC, joint_state_message(
+            JOINT_NAMES, rng.normal(size=9), stamp), stamp)
+        writer.write(ACTION_TOPIC, action_message(rng.uniform(-1, 1, 4)), stamp + 1)
+    end = frames * PERIOD_NS
+    writer.write(METADATA_TOPIC, metadata_message(
+        end, METADATA_END, path.name, task, 'push the puck', 7, success=success,
+        reason='success' if success else 'step_limit', steps=frames,
+        metadata_json=json.dumps(details)), end)
+    if finish:
+        writer.close()
+    return path
+
+
+def test_round_from_bags_skips_bad_ones_and_writes_checkpoint_and_report(tmp_path, caplog):
+    bags = tmp_path / 'bags'
+    bags.mkdir()
+    for i in range(3):
+        write_bag(bags / f'good{i}', success=i != 1)
+    write_bag(bags / 'other_task', task='pick-place-v3')
+    write_bag(bags / 'no_base', base_actions=False)
+    write_bag(bags / 'wrong_camera', cameras=('topview',))
+    # Missing topics: metadata and joints only, no camera stream at all.
+    with BagWriter(bags / 'no_images') as writer:
+        writer.write(JOINT_STATES_TOPIC, joint_state_message(JOINT_NAMES, np.zeros(9), 0), 0)
+    # Truncated: the recorder died; the MCAP file is cut in half and metadata.yaml never came.
+    truncated = write_bag(bags / 'truncated')
+    (truncated / 'metadata.yaml').unlink()
+    mcap = next(truncated.glob('*.mcap'))
+    mcap.write_bytes(mcap.read_bytes()[:mcap.stat().st_size // 2])
+    config_path = tmp_path / 'spiral.json'
+    config_path.write_text(tiny_config().to_json())
+    out = tmp_path / 'round1'
+
+    code = main([str(bags), '--out', str(out), '--reward', 'time_linear', '--task', 'push-v3',
+                 '--config', str(config_path), '--updates', '4'])
+
+    assert code == 0
+    report = json.loads((out / REPORT_FILE).read_text())
+    used = sorted(e['episode_id'] for e in report['episodes'])
+    assert used == ['good0', 'good1', 'good2']
+    assert {e['reward_model_id'] for e in report['episodes']} == {'time_linear'}
+    reasons = {s['episode_id']: s['reason'] for s in report['skipped']}
+    assert 'pick-place-v3' in reasons['other_task']
+    assert 'no base actions' in reasons['no_base']
+    assert "missing camera(s) ['corner']" in reasons['wrong_camera']
+    assert report['input_success_rate'] == pytest.approx(2 / 3)
+    assert 'no_images' in caplog.text  # reported by the bag reader, not a crash
+    learner = SpiralLearner.load(out)
+    assert learner.critic_trained and learner.config.chunk_size == 2
+    assert read_metadata(out)['base_policy_id'] == 'tiny_base'  # from the bags' metadata
+
+    # A second round continues from the first checkpoint.
+    assert main([str(bags / 'good0'), str(bags / 'good1'), '--out', str(tmp_path / 'round2'),
+                 '--reward', 'sparse', '--init', str(out), '--round', '2']) == 0
+    report2 = json.loads((tmp_path / 'round2' / REPORT_FILE).read_text())
+    assert report2['reward_model_ids'] == ['sparse_success'] and report2['round'] == 2
+
+
+def test_round_with_no_usable_episode_exits_nonzero_with_a_reason(tmp_path, capsys):
+    write_bag(tmp_path / 'other', task='drawer-open-v3')
+    config_path = tmp_path / 'spiral.json'
+    config_path.write_text(tiny_config().to_json())
+    code = main([str(tmp_path / 'other'), '--out', str(tmp_path / 'out'), '--reward',
+                 'time_linear', '--task', 'push-v3', '--config', str(config_path)])
+    assert code == 2
+    assert 'no usable episodes' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+    assert main([str(tmp_path / 'other'), '--out', str(tmp_path / 'out')]) == 2
+    assert '--reward-checkpoint' in capsys.readouterr().err
+
+
+def make_episode(name: str, frames: int = 6, success: bool = True) -> Episode:
+    rng = np.random.default_rng(0)
+    return Episode(episode_id=name, task='push-v3', instruction='push the puck',
+                   images={'corner': rng.integers(0, 256, (frames, 16, 16, 3), np.uint8)},
+                   joint_positions=rng.normal(size=(frames, 9)).astype(np.float32),
+                   actions=rng.uniform(-1, 1, (frames, 4)).astype(np.float32),
+                   primitive_ids=np.full(frames, UNLABELLED), timestamps=np.arange(frames) * 0.05,
+                   success=success, metadata={'base_chunks': np.zeros((3, 2, 4))})
+
+
+def test_sarm2_relabeling_records_the_reward_model_id(tmp_path):
+    model_config = Sarm2Config(cameras=('corner',), image_size=16, cnn_channels=(8,),
+                               frame_embed_dim=16, d_model=16, n_heads=2, stage_layers=1,
+                               value_layers=1, text_dim=make_text_embedder('').dim,
+                               num_experts=2, top_k=1, expert_hidden=8)
+    torch.manual_seed(0)
+    save_checkpoint(Sarm2Model(model_config), tmp_path / 'sarm2')
+    labeler = Sarm2Labeler.from_checkpoint(tmp_path / 'sarm2')
+    episode = make_episode('e0')
+    values = labeler.values(episode)
+    rewards = labeler.frame_rewards(episode)
+    assert rewards.shape == (6,) and rewards[0] == 0.0
+    np.testing.assert_allclose(np.cumsum(rewards), values - values[0], atol=1e-9)
+    data = prepare_round([episode], labeler, tiny_config())
+    assert data.rollouts[0].reward_model_id == labeler.labeler_id
+    assert labeler.labeler_id.startswith('sarm2')
+    no_camera = make_episode('e1')
+    no_camera.images = {'topview': no_camera.images['corner']}
+    with pytest.raises(ValueError, match='no camera'):
+        labeler.values(no_camera)
+
+
+def test_time_linear_labeler_gives_equal_reward_to_success_and_failure():
+    success, failure = make_episode('s', success=True), make_episode('f', success=False)
+    labeler = TimeLinearLabeler()
+    np.testing.assert_allclose(labeler.frame_rewards(success), labeler.frame_rewards(failure))
+    np.testing.assert_allclose(labeler.frame_rewards(success).sum(), 1.0)

@@ -1,0 +1,466 @@
+"""The policy node as a separate OS process over real DDS.
+
+- e-stop: after the e-stop message no motion command follows (within one control period),
+  the episode aborts, goals are refused until ~/reset_estop;
+- watchdog: a stalled camera makes the node hold position within timeout + one period, and
+  motion resumes when frames come back;
+- SIGKILL mid-episode leaves a rollout bag that rosbags, mcap and bag_dataset read;
+- with the simulated arm node (and the reward node when present), a RunEpisode goal runs an
+  episode to success or its limit and the bag holds every recorded topic.
+
+In the first three tests this process plays the arm (camera, joint states, end-effector pose)
+and listens to the commands; the policy is a tiny random compact VLA, so its commands are
+arbitrary motions, which is what the safety checks need.
+"""
+
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NODE = REPO / 'install' / 'spiral_policy' / 'lib' / 'spiral_policy' / 'policy_node'
+SIM_NODE = REPO / 'install' / 'sarm2_sim' / 'lib' / 'sarm2_sim' / 'sim_node'
+REWARD_NODE = REPO / 'install' / 'sarm2_reward' / 'lib' / 'sarm2_reward' / 'reward_node'
+PARAMS = REPO / 'config' / 'policy_node.yaml'
+JOINT_NAMES = [f'joint_{i}' for i in range(7)] + ['finger_left', 'finger_right']
+RATE = 20.0
+PERIOD = 1.0 / RATE
+WATCHDOG = 0.3
+# DDS delivery and scheduling slack on a loaded 2-core machine (load average ~10 measured).
+SLACK = 0.1
+
+pytestmark = pytest.mark.ros
+
+
+class NodeProcess:
+    """A node in its own process; output to a log file printed after the test."""
+
+    def __init__(self, log_dir: Path, executable: Path, name: str, params: list[str],
+                 params_file: Path | None = None):
+        args = [str(executable), '--ros-args', '-r', f'__node:={name}']
+        if params_file is not None:
+            args += ['--params-file', str(params_file)]
+        for param in params:
+            args += ['-p', param]
+        self.log_path = log_dir / f'{name}-{uuid.uuid4().hex[:6]}.log'
+        self._log = open(self.log_path, 'w')
+        # unbuffered: a killed node's log must still show what it did
+        env = dict(os.environ, PYTHONUNBUFFERED='1', RCUTILS_LOGGING_BUFFERED_STREAM='0')
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, env=env)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors='replace')
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+@pytest.fixture
+def start_node(tmp_path):
+    started = []
+
+    def start(executable, name, params, params_file=PARAMS):
+        if not executable.exists():
+            pytest.fail(f'{executable} missing: run scripts/bootstrap.sh')
+        node = NodeProcess(tmp_path, executable, name, params, params_file)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+        print(f'--- {node.log_path.name}\n{node.output()[-6000:]}')
+
+
+@pytest.fixture(scope='module')
+def ros():
+    import rclpy
+
+    rclpy.init()
+    yield rclpy
+    rclpy.shutdown()
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    from spiral_policy.compact_vla import CompactVla, CompactVlaConfig, save_checkpoint
+    import torch
+
+    torch.manual_seed(0)
+    config = CompactVlaConfig(image_size=16, chunk_size=4, d_model=16, num_heads=2,
+                              num_layers=1, conv_channels=(8, 8), text_buckets=16)
+    model = CompactVla(config)
+    # large output weights: the random policy asks for big, fast motions
+    with torch.no_grad():
+        model.action_head.weight.mul_(50.0)
+    return save_checkpoint(model.eval(), tmp_path / 'tiny_vla')
+
+
+class FakeArm:
+    """This process as the arm: camera, joints, ee pose at 30 Hz; records commands."""
+
+    def __init__(self, rclpy):
+        from geometry_msgs.msg import PoseStamped, TwistStamped
+        from rclpy.action import ActionClient
+        from rclpy.executors import MultiThreadedExecutor
+        from sarm2_msgs.action import RunEpisode
+        from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import Bool
+        from std_srvs.srv import Trigger
+
+        self.rclpy = rclpy
+        self.node = rclpy.create_node(f'fake_arm_{uuid.uuid4().hex[:6]}')
+        self.image_pub = self.node.create_publisher(Image, '/camera/corner/image_raw',
+                                                    SENSOR_DATA)
+        self.joint_pub = self.node.create_publisher(JointState, '/joint_states', SENSOR_DATA)
+        self.pose_pub = self.node.create_publisher(PoseStamped, '/arm/ee_pose', SENSOR_DATA)
+        self.estop_pub = self.node.create_publisher(Bool, '/estop', RELIABLE)
+        self.twists: list[tuple[float, np.ndarray]] = []
+        self.node.create_subscription(TwistStamped, '/arm/cartesian_velocity', self._on_twist,
+                                      RELIABLE)
+        self._clients = (ActionClient, RunEpisode, Trigger)
+        self.action = self.reset_estop = None
+        self.goal_type = RunEpisode.Goal
+        self.camera_on = True
+        self.last_image_time = 0.0
+        self._stop = threading.Event()
+        self._messages = (Image, JointState, PoseStamped)
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin.start()
+        self._publisher = threading.Thread(target=self._publish_loop, daemon=True)
+        self._publisher.start()
+
+    def connect(self, node_name: str) -> None:
+        """Talk to the policy node called ``node_name``."""
+        action_client, run_episode, trigger = self._clients
+        self.action = action_client(self.node, run_episode, f'/{node_name}/run_episode')
+        self.reset_estop = self.node.create_client(trigger, f'/{node_name}/reset_estop')
+
+    def _on_twist(self, msg):
+        linear = msg.twist.linear
+        self.twists.append((time.monotonic(), np.array([linear.x, linear.y, linear.z])))
+
+    def _publish_loop(self):
+        image_type, joint_type, pose_type = self._messages
+        rng = np.random.default_rng(0)
+        while not self._stop.wait(1 / 30):
+            stamp = self.node.get_clock().now().to_msg()
+            if self.camera_on:
+                pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                image = image_type(height=32, width=32, encoding='rgb8', step=96,
+                                   data=pixels.tobytes())
+                image.header.stamp = stamp
+                self.image_pub.publish(image)
+                self.last_image_time = time.monotonic()
+            joints = joint_type(name=JOINT_NAMES, position=[0.1] * 9)
+            joints.header.stamp = stamp
+            self.joint_pub.publish(joints)
+            pose = pose_type()
+            pose.header.stamp = stamp
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.0, 0.6, 0.2
+            self.pose_pub.publish(pose)
+
+    def send_goal(self, timeout=20.0, **fields):
+        assert self.action.wait_for_server(timeout_sec=timeout), 'no run_episode server'
+        settle_discovery()
+        goal = self.goal_type(task=fields.pop('task', 'reach-v3'),
+                              instruction=fields.pop('instruction', 'reach the target'),
+                              **fields)
+        future = self.action.send_goal_async(goal)
+        handle = wait_future(future, timeout)
+        return handle
+
+    def motions_after(self, since: float) -> list[float]:
+        return [t for t, v in self.twists if t > since and np.abs(v).max() > 1e-9]
+
+    def wait_motion(self, count=5, timeout=20.0) -> None:
+        start = time.monotonic()
+        deadline = start + timeout
+        while time.monotonic() < deadline:
+            if len(self.motions_after(start)) >= count:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f'no motion commands within {timeout} s')
+
+    def close(self):
+        self._stop.set()
+        self._publisher.join(2)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def settle_discovery() -> None:
+    # wait_for_server only proves the goal service's request side is matched; a goal sent at
+    # once can lose its response while DDS still matches the reply side (seen on a busy host).
+    time.sleep(1.0)
+
+
+def wait_future(future, timeout):
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        assert time.monotonic() < deadline, 'timed out waiting for a ROS future'
+        time.sleep(0.01)
+    return future.result()
+
+
+def unique_name() -> str:
+    # A SIGKILLed node's DDS endpoints linger until their lease expires; a fresh name keeps a
+    # later test from sending its goal to that ghost.
+    return f'policy_node_{uuid.uuid4().hex[:8]}'
+
+
+def node_params(checkpoint, bag_dir, **extra):
+    params = {'checkpoint': str(checkpoint), 'autostart': 'true', 'success_source': 'none',
+              'reset_service': "''", 'set_task_service': "''", 'control_rate': str(RATE),
+              'safety_watchdog_timeout': str(WATCHDOG), 'max_steps': '100000',
+              'time_limit': '1000.0', 'bag_directory': str(bag_dir), 'flush_period': '0.2',
+              'safety_max_cartesian_speed': '0.5', 'command_topic': '/arm/cartesian_velocity',
+              'ee_pose_topic': '/arm/ee_pose', 'safety_enforce_workspace': 'true'}
+    params.update(extra)
+    return [f'{k}:={v}' for k, v in params.items()]
+
+
+@pytest.fixture
+def arm(ros):
+    fake = FakeArm(ros)
+    yield fake
+    fake.close()
+
+
+def test_estop_and_watchdog_stop_motion(ros, arm, start_node, tiny_checkpoint, tmp_path):
+    from action_msgs.msg import GoalStatus
+    from std_msgs.msg import Bool
+    from std_srvs.srv import Trigger
+
+    name = unique_name()
+    node = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'bags'))
+    arm.connect(name)
+    handle = arm.send_goal(record=True)
+    assert handle.accepted
+    arm.wait_motion()
+    # every command respects the configured speed limit
+    assert max(np.linalg.norm(v) for _, v in arm.twists) <= 0.5 + 1e-9
+
+    # --- e-stop ---
+    estop_time = time.monotonic()
+    arm.estop_pub.publish(Bool(data=True))
+    result = wait_future(handle.get_result_async(), 30)
+    assert result.status == GoalStatus.STATUS_ABORTED and result.result.reason == 'estop'
+    time.sleep(0.5)
+    late = [t - estop_time for t in arm.motions_after(estop_time + PERIOD + SLACK)]
+    assert not late, f'motion commands {late} s after the e-stop'
+    assert any(t > estop_time and not v.any() for t, v in arm.twists), 'no stop command'
+    assert not arm.send_goal(record=False).accepted     # latched
+    assert arm.reset_estop.wait_for_service(timeout_sec=5)
+    assert wait_future(arm.reset_estop.call_async(Trigger.Request()), 30).success
+
+    # --- watchdog: stall the camera ---
+    handle = arm.send_goal(record=False)
+    assert handle.accepted
+    arm.wait_motion()
+    arm.camera_on = False
+    time.sleep(WATCHDOG + 1.0)
+    stall_time = arm.last_image_time       # the last frame ever sent
+    late = [t - stall_time for t in
+            arm.motions_after(stall_time + WATCHDOG + PERIOD + SLACK)]
+    assert not late, f'motion commands {late} s after the camera stalled'
+    holds = [t for t, v in arm.twists if t > stall_time + WATCHDOG + PERIOD and not v.any()]
+    assert len(holds) >= 5, 'the node should keep commanding zero velocity while stale'
+    arm.camera_on = True
+    arm.wait_motion(timeout=5)          # fresh frames: the policy drives again
+    handle.cancel_goal_async()
+    result = wait_future(handle.get_result_async(), 30)
+    assert result.status == GoalStatus.STATUS_CANCELED
+    assert result.result.reason == 'canceled'
+    assert node.alive()
+
+
+def test_killed_policy_process_leaves_a_readable_bag(ros, arm, start_node, tiny_checkpoint,
+                                                     tmp_path):
+    from mcap.reader import make_reader
+    from rosbags.rosbag2 import Reader
+    from sarm2_reward import bag_io
+    from sarm2_reward.bag_dataset import read_episode
+
+    bags = tmp_path / 'bags'
+    name = unique_name()
+    node = start_node(NODE, name, node_params(tiny_checkpoint, bags))
+    arm.connect(name)
+    handle = arm.send_goal(record=True)
+    assert handle.accepted
+    arm.wait_motion(count=20)
+    time.sleep(1.0)
+    node.kill()
+    (bag,) = [path for path in bags.iterdir() if path.is_dir()]
+    with Reader(bag) as reader:
+        counts = {}
+        for connection, _, _ in reader.messages():
+            counts[connection.topic] = counts.get(connection.topic, 0) + 1
+    assert counts[bag_io.image_topic('corner')] >= 10
+    assert counts[bag_io.ACTION_TOPIC] >= 10 and counts['/policy/base_action'] >= 10
+    assert counts[bag_io.METADATA_TOPIC] == 1          # start only: the end never came
+    with open(next(bag.glob('*.mcap')), 'rb') as stream:
+        assert sum(1 for _ in make_reader(stream).iter_messages()) == sum(counts.values())
+    episode = read_episode(bag)
+    assert len(episode) >= 10 and not episode.metadata['complete']
+    assert episode.instruction == 'reach the target'
+
+
+@pytest.fixture
+def tiny_reward_checkpoint(tmp_path):
+    from sarm2_reward.checkpoint import save_checkpoint
+    from sarm2_reward.model import Sarm2Config, Sarm2Model
+    import torch
+
+    torch.manual_seed(0)
+    model = Sarm2Model(Sarm2Config(
+        cameras=('corner',), image_size=32, cnn_channels=(4, 8), frame_embed_dim=16,
+        d_model=16, n_heads=2, stage_layers=1, value_layers=1, num_experts=4, top_k=2,
+        expert_hidden=8))
+    return save_checkpoint(model, tmp_path / 'tiny_reward')
+
+
+def test_sim_reward_and_policy_nodes_run_a_recorded_episode(ros, start_node, tiny_checkpoint,
+                                                            tiny_reward_checkpoint, tmp_path):
+    from action_msgs.msg import GoalStatus
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    from rclpy.action import ActionClient
+    from rclpy.executors import SingleThreadedExecutor
+    from rosbags.rosbag2 import Reader
+    from sarm2_msgs.action import RunEpisode
+    from sarm2_reward import bag_io
+    from sarm2_reward.bag_dataset import read_episode
+
+    start_node(SIM_NODE, 'sim_node', ['task:=reach-v3', 'image_size:=64',
+                                      'max_linear_speed:=0.8'], params_file=None)
+    start_node(REWARD_NODE, 'reward_node', [f'checkpoint:={tiny_reward_checkpoint}',
+                                            'autostart:=true'], params_file=None)
+    bags = tmp_path / 'bags'
+    name = unique_name()
+    start_node(NODE, name, [
+        f'checkpoint:={tiny_checkpoint}', 'autostart:=true', f'bag_directory:={bags}',
+        'success_source:=sim', 'max_steps:=40', 'control_rate:=10.0', 'start_timeout:=30.0'])
+    node = ros.create_node(f'episode_client_{uuid.uuid4().hex[:6]}')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        client = ActionClient(node, RunEpisode, f'/{name}/run_episode')
+        assert client.wait_for_server(timeout_sec=60), 'policy node action server missing'
+        settle_discovery()
+        # the reward node publishes once configured (its model loads slowly on a busy machine)
+        deadline = time.monotonic() + 60
+        while node.count_publishers('/sarm2/stage_reward') == 0:
+            assert time.monotonic() < deadline, 'reward node never configured'
+            time.sleep(0.1)
+        feedback = []
+        handle = wait_future(client.send_goal_async(
+            RunEpisode.Goal(task='reach-v3', seed=7, record=True),
+            feedback_callback=feedback.append), 30)
+        assert handle.accepted
+        response = wait_future(handle.get_result_async(), 120)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+    result = response.result
+    assert response.status == GoalStatus.STATUS_SUCCEEDED
+    assert result.reason in ('success', 'step_limit') and result.success == (
+        result.reason == 'success')
+    assert 0 < result.steps <= 40 and feedback
+    bag = Path(result.bag_path)
+    assert bag.parent == bags
+    expected = {bag_io.image_topic('corner'), bag_io.JOINT_STATES_TOPIC, bag_io.ACTION_TOPIC,
+                '/policy/base_action', '/policy/instruction', '/servo_node/delta_twist_cmds',
+                '/gripper/command', '/sarm2/stage_reward', '/episode/status',
+                bag_io.METADATA_TOPIC, bag_io.GROUND_TRUTH_TOPIC}
+    with Reader(bag) as reader:
+        counts = {}
+        for connection, _, _ in reader.messages():
+            counts[connection.topic] = counts.get(connection.topic, 0) + 1
+    assert expected <= set(counts), f'missing {expected - set(counts)}'
+    assert counts[bag_io.METADATA_TOPIC] == 2 and counts['/episode/status'] == 2
+    with open(next(bag.glob('*.mcap')), 'rb') as stream:
+        decoded = {channel.topic: message for _, channel, _, message in
+                   make_reader(stream, decoder_factories=[DecoderFactory()])
+                   .iter_decoded_messages()}
+    assert decoded['/policy/instruction'].data == 'move the gripper to the target position'
+    assert decoded[bag_io.METADATA_TOPIC].kind == 'end'
+    assert decoded[bag_io.METADATA_TOPIC].reason == result.reason
+    metadata = json.loads(decoded[bag_io.METADATA_TOPIC].metadata_json)
+    assert metadata['seed'] == 7 and len(metadata['checkpoint_sha256']) == 64
+    assert metadata['node_config']['safety_max_cartesian_speed'] == 0.8
+    episode = read_episode(bag)
+    assert episode.metadata['complete'] and episode.task == 'reach-v3'
+    assert episode.actions.shape[1] == 4 and len(episode) >= 10
+
+
+def test_remote_openpi_policy_drives_the_arm(ros, arm, start_node, tmp_path):
+    """A policy served over the openpi websocket protocol drives the arm through the node."""
+    from action_msgs.msg import GoalStatus
+    from spiral_policy.adapters.openpi_client import packb, unpackb
+    from websockets.sync.server import serve
+
+    prompts = []
+
+    def session(websocket):
+        websocket.send(packb({'policy_name': 'constant_pi'}))
+        for message in websocket:
+            request = unpackb(message)
+            prompts.append(request['prompt'])
+            assert request['observation/image'].shape == (224, 224, 3)
+            actions = np.tile(np.array([0.5, 0.0, -0.25, 1.0, 9.0, 9.0, 9.0]), (10, 1))
+            websocket.send(packb({'actions': actions}))
+
+    server = serve(session, 'localhost', 0, compression=None, max_size=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.socket.getsockname()[1]
+        name = unique_name()
+        start_node(NODE, name, node_params(
+            'unused', tmp_path / 'bags', policy_type='openpi', openpi_port=str(port)))
+        arm.connect(name)
+        handle = arm.send_goal(record=False, max_steps=30)
+        assert handle.accepted
+        response = wait_future(handle.get_result_async(), 60)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert response.status == GoalStatus.STATUS_SUCCEEDED
+    assert response.result.reason == 'step_limit' and response.result.steps == 30
+    assert prompts and set(prompts) == {'reach the target'}
+    # 0.8 m/s per unit action (config/policy_node.yaml): (0.5, 0, -0.25) -> (0.4, 0, -0.2) m/s,
+    # scaled down to the 0.5 m/s speed limit of this test
+    moving = [v for _, v in arm.twists if v.any()]
+    expected = np.array([0.4, 0.0, -0.2]) * min(1.0, 0.5 / np.linalg.norm([0.4, 0.0, -0.2]))
+    assert len(moving) >= 20
+    np.testing.assert_allclose(moving[0], expected, atol=1e-6)

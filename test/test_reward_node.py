@@ -1,0 +1,539 @@
+"""The reward node as a separate OS process over real DDS: rewards out, bad input survived.
+
+The node runs from its installed console script; this test process plays the camera, the arm
+and the policy node (episode status) and listens to everything the node publishes.
+"""
+
+import json
+from pathlib import Path
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from ros_harness import PeerProcess
+
+# The fake VLM server of the LRM unit tests, reused for the LRM backend in a node process.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'src' / 'sarm2_reward' / 'test'))
+
+REPO = Path(__file__).resolve().parents[1]
+NODE = REPO / 'install' / 'sarm2_reward' / 'lib' / 'sarm2_reward' / 'reward_node'
+JOINT_NAMES = [f'joint_{i}' for i in range(7)] + ['finger_left', 'finger_right']
+TINY = {'image_size': 32, 'cnn_channels': (4, 8), 'frame_embed_dim': 16, 'd_model': 16,
+        'n_heads': 2, 'stage_layers': 1, 'value_layers': 1, 'num_experts': 4, 'top_k': 2,
+        'expert_hidden': 8}
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture
+def start_node(tmp_path):
+    """Start reward node processes; stop them (and show their logs on failure) afterwards."""
+    if not NODE.exists():
+        pytest.fail(f'{NODE} missing: run scripts/bootstrap.sh')
+    started = []
+
+    def start(*params, name='reward_node'):
+        # Every test starts from the shipped parameter file, so it is proven to load.
+        args = [str(NODE), '--ros-args', '-r', f'__node:={name}', '--params-file',
+                str(REPO / 'config' / 'reward_node.yaml')]
+        for param in params:
+            args += ['-p', param]
+        node = PeerProcess(args, f'{name}-{uuid.uuid4().hex[:6]}', tmp_path).start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+        print(f'--- {node.log_path.name}\n{node.output()}')
+
+
+@pytest.fixture(scope='module')
+def ros():
+    import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node(f'reward_node_test_{uuid.uuid4().hex[:6]}')
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+class Probe:
+    """Plays camera/arm/policy to the reward node and records everything it publishes."""
+
+    def __init__(self, node, cameras=('corner',), target='reward_node', reliable=False):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sarm2_msgs.msg import EpisodeStatus, StageReward
+        from sarm2_reward.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import Float32
+        from visualization_msgs.msg import MarkerArray
+
+        self.node = node
+        self.target = target
+        sensor = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE) if reliable \
+            else SENSOR_DATA
+        self.images = {c: node.create_publisher(Image, f'/camera/{c}/image_raw', sensor)
+                       for c in cameras}
+        self.joints = node.create_publisher(JointState, '/joint_states', sensor)
+        self.status = node.create_publisher(EpisodeStatus, '/episode/status', LATCHED)
+        self.rewards, self.progress, self.markers, self.overlays, self.diagnostics = \
+            [], [], [], [], []
+        self.diagnostic_stamps = []
+        self._subs = [
+            node.create_subscription(StageReward, '/sarm2/stage_reward', self.rewards.append,
+                                     QoSProfile(depth=500, reliability=RELIABLE.reliability)),
+            node.create_subscription(Float32, '/sarm2/progress', self.progress.append,
+                                     QoSProfile(depth=500, reliability=RELIABLE.reliability)),
+            node.create_subscription(MarkerArray, '/sarm2/markers', self.markers.append,
+                                     RELIABLE),
+            node.create_subscription(Image, '/sarm2/overlay/image_raw', self.overlays.append,
+                                     RELIABLE),
+            node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
+                                     RELIABLE),
+        ]
+
+    def close(self):
+        for entity in self._subs:
+            self.node.destroy_subscription(entity)
+        for publisher in [*self.images.values(), self.joints, self.status]:
+            self.node.destroy_publisher(publisher)
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name.startswith(f'{self.target}:'):
+                self.diagnostics.append(status)
+                self.diagnostic_stamps.append(msg.header.stamp.sec * 10**9
+                                              + msg.header.stamp.nanosec)
+
+    def spin_until(self, condition, timeout: float) -> bool:
+        import rclpy
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            rclpy.spin_once(self.node, timeout_sec=0.02)
+        return condition()
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def diag(self) -> dict:
+        return {v.key: v.value for v in self.diagnostics[-1].values} if self.diagnostics else {}
+
+    def wait_for_diag(self, condition, timeout: float = 10.0) -> dict:
+        self.spin_until(lambda: bool(self.diagnostics) and condition(self.diag()), timeout)
+        return self.diag()
+
+    def wait_connected(self, timeout: float = 20.0) -> bool:
+        return self.spin_until(lambda: all(p.get_subscription_count() > 0 for p in
+                                           [*self.images.values(), self.joints])
+                               and self._subs[0].get_publisher_count() > 0, timeout)
+
+    def publish(self, images: dict, joints, stamp_ns: int, names=JOINT_NAMES, **image_fields):
+        """One time step: every camera image (rgb8 unless overridden) and the joint state."""
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import Header
+
+        header = Header(frame_id='corner_camera')
+        header.stamp.sec, header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        for camera, image in images.items():
+            fields = {'height': image.shape[0], 'width': image.shape[1], 'encoding': 'rgb8',
+                      'step': image.shape[1] * 3, 'data': image.tobytes()}
+            fields.update(image_fields)
+            self.images[camera].publish(Image(header=header, **fields))
+        self.joints.publish(JointState(header=header, name=list(names),
+                                       position=[float(x) for x in joints]))
+
+    def publish_status(self, episode_id: str, task: str, instruction: str, state=1):
+        from sarm2_msgs.msg import EpisodeStatus
+
+        self.status.publish(EpisodeStatus(episode_id=episode_id, task=task,
+                                          instruction=instruction, state=state))
+
+
+def _now_ns(node) -> int:
+    return node.get_clock().now().nanoseconds
+
+
+# ---- a real model trained on simulator demonstrations, replayed from bags ---------------------
+@pytest.fixture(scope='module')
+def trained_on_demos(tmp_path_factory):
+    """Tiny SARM2 model trained for 150 steps on 2 recorded sim demos; a 3rd demo held out."""
+    import torch
+    from sarm2_reward.bag_dataset import read_episodes
+    from sarm2_reward.checkpoint import save_checkpoint
+    from sarm2_reward.model import Sarm2Config, Sarm2Model
+    from sarm2_reward.text_embedding import make_text_embedder
+    from sarm2_reward.training_data import EpisodeSampler, estimate_stage_priors, TargetConfig
+    from sarm2_sim.demonstrations import record_demonstrations
+
+    root = tmp_path_factory.mktemp('reward_node_demos')
+    bags = record_demonstrations(root / 'bags', ['drawer-close-v3'], 3, failure_fraction=0.0,
+                                 progress=False)
+    episodes = read_episodes(bags)
+    assert len(episodes) == 3 and all(e.success for e in episodes)
+    train, held_out = episodes[:2], episodes[2]
+    torch.manual_seed(0)
+    config = Sarm2Config(cnn_channels=(8, 16, 32), frame_embed_dim=32, d_model=32, n_heads=2,
+                         stage_layers=1, value_layers=1, num_experts=4, top_k=2,
+                         expert_hidden=32, dropout=0.0)
+    model = Sarm2Model(config)
+    states = np.concatenate([e.joint_positions for e in train])
+    model.set_state_normalization(states.mean(0), states.std(0))
+    text = make_text_embedder(config.text_model_path)
+    windows = {k: getattr(config, k) for k in ('stage_past_frames', 'stage_gap',
+                                                'value_past_frames', 'value_gap')}
+    sampler = EpisodeSampler(train, config.cameras, windows,
+                             {e.instruction: text.embed([e.instruction])[0] for e in episodes},
+                             estimate_stage_priors(train), TargetConfig(), seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: more threads only contend on a 2-core machine
+    try:
+        for _ in range(150):
+            loss, _ = model(sampler.sample(16))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    return save_checkpoint(model, root / 'checkpoint'), held_out
+
+
+def _spearman(values) -> float:
+    ranks = np.argsort(np.argsort(values))
+    return float(np.corrcoef(ranks, np.arange(len(values)))[0, 1])
+
+
+@pytest.mark.slow
+def test_progress_rises_over_a_replayed_successful_demonstration(ros, start_node,
+                                                                 trained_on_demos):
+    from sarm2_reward.checkpoint import load_checkpoint
+    from sarm2_reward.inference import predict_episode
+
+    checkpoint, episode = trained_on_demos
+    node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'queue_size:=100',
+                      'sensor_qos_reliability:=reliable',
+                      f'joint_names:={json.dumps(JOINT_NAMES)}')
+    probe = Probe(ros, reliable=True)
+    try:
+        assert probe.wait_connected(), node.output()
+        probe.wait_for_diag(lambda d: d.get('state') == 'active')
+        probe.publish_status('demo-held-out', episode.task, episode.instruction)
+        probe.spin_for(0.5)
+        start = _now_ns(ros)
+        for t in range(len(episode)):
+            probe.publish({'corner': episode.images['corner'][t]}, episode.joint_positions[t],
+                          start + int(episode.timestamps[t] * 1e9))
+            probe.spin_for(0.03)
+        assert probe.spin_until(lambda: len(probe.rewards) >= len(episode), 30), \
+            f'{len(probe.rewards)}/{len(episode)} rewards; diagnostics {probe.diag()}'
+        probe.spin_for(0.5)
+    finally:
+        probe.close()
+
+    rewards = probe.rewards
+    assert [r.frame_index for r in rewards] == list(range(len(episode)))
+    assert {r.episode_id for r in rewards} == {'demo-held-out'}
+    assert {r.task for r in rewards} == {episode.task}
+    progress = np.array([r.progress for r in rewards])
+    # Rising over the episode: rank correlation with time, and the end well above the start.
+    assert _spearman(progress) >= 0.8, np.round(progress, 2)
+    assert progress[-10:].mean() - progress[:10].mean() >= 0.4, np.round(progress, 2)
+    # The live node computes exactly what offline evaluation of the same frames computes.
+    offline = predict_episode(load_checkpoint(checkpoint), episode)
+    np.testing.assert_allclose(progress, offline['progress'], atol=1e-4)
+    assert [r.primitive_id for r in rewards] == list(offline['primitive_probs'].argmax(1))
+    # Stamps are the camera's; the plain numeric topic mirrors the message.
+    assert rewards[0].header.stamp.sec * 10**9 + rewards[0].header.stamp.nanosec == start
+    assert rewards[0].header.frame_id == 'corner_camera'
+    np.testing.assert_allclose([p.data for p in probe.progress[-len(episode):]], progress,
+                               atol=1e-6)
+    assert np.sum([r.reward for r in rewards]) > 0.2  # dense rewards telescope to the rise
+    assert probe.markers and probe.markers[-1].markers[0].text.startswith(
+        rewards[-1].primitive_name)
+    # Someone subscribed to the overlay, so it was drawn: 64 px camera scaled to 256 + panel.
+    assert probe.overlays and probe.overlays[-1].width == 256
+    assert probe.overlays[-1].height > 256 and probe.overlays[-1].encoding == 'rgb8'
+    assert node.alive()
+
+
+# ---- bad input, lifecycle, services -------------------------------------------------------------
+@pytest.fixture(scope='module')
+def two_camera_checkpoint(tmp_path_factory):
+    """Save a tiny random 2-camera SARM2 checkpoint (for robustness, not accuracy)."""
+    import torch
+    from sarm2_reward.checkpoint import save_checkpoint
+    from sarm2_reward.model import Sarm2Config, Sarm2Model
+
+    torch.manual_seed(0)
+    model = Sarm2Model(Sarm2Config(cameras=('corner', 'wrist'), **TINY))
+    return save_checkpoint(model, tmp_path_factory.mktemp('tiny') / 'checkpoint')
+
+
+def _frame(seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    return {'corner': image, 'wrist': image[::-1].copy()}, rng.normal(size=9) * 0.1
+
+
+def _count(probe, key) -> int:
+    return int(probe.diag().get(key, '0'))
+
+
+def test_bad_input_never_crashes_and_shows_in_diagnostics(ros, start_node,
+                                                          two_camera_checkpoint):
+    node = start_node(f'checkpoint:={two_camera_checkpoint}', 'autostart:=true',
+                      f'joint_names:={json.dumps(JOINT_NAMES)}', 'stale_timeout:=0.5',
+                      'diagnostics_period:=0.2')
+    probe = Probe(ros, cameras=('corner', 'wrist'))
+    images, joints = _frame()
+    clock = [_now_ns(ros)]
+
+    def step(**kwargs):
+        clock[0] += 50_000_000
+        probe.publish(kwargs.pop('images', images), kwargs.pop('joints', joints), clock[0],
+                      **kwargs)
+        probe.spin_for(0.1)
+
+    def good_frame_gets_a_reward():
+        before = len(probe.rewards)
+        step()
+        return probe.spin_until(lambda: len(probe.rewards) > before, 5)
+
+    try:
+        assert probe.wait_connected(), node.output()
+        probe.wait_for_diag(lambda d: d.get('state') == 'active')
+        assert good_frame_gets_a_reward()
+        cases = [
+            ('bad_input.image_encoding', {'encoding': 'yuv422'}),
+            ('bad_input.image_encoding', {'encoding': '16UC1', 'step': 64,
+                                          'data': bytes(32 * 64)}),
+            ('bad_input.image_size', {'step': 95}),
+            ('bad_input.image_size', {'data': bytes(100)}),
+            ('bad_input.image_empty', {'data': b''}),
+            ('bad_input.image_empty', {'height': 0, 'step': 96, 'data': b''}),
+            ('bad_input.joint_nan', {'joints': np.full(9, np.nan)}),
+            ('bad_input.joint_names', {'names': [f'other_{i}' for i in range(9)]}),
+            ('bad_input.joint_names', {'joints': np.zeros(5), 'names': JOINT_NAMES[:5]}),
+        ]
+        for key, corruption in cases:
+            before = _count(probe, key)
+            step(**corruption)
+            probe.wait_for_diag(lambda d, k=key, b=before: int(d.get(k, '0')) > b)
+            assert _count(probe, key) > before, (key, probe.diag())
+            assert node.alive(), node.output()
+            assert good_frame_gets_a_reward(), (key, probe.diag())
+        assert probe.diag()['bad_inputs'] != '0'
+        assert probe.diagnostics[-1].level == b'\x01'  # WARN while bad inputs are on record
+
+        # Stamps going backwards: dropped and counted, the next good frame still gets a reward.
+        probe.publish(images, joints, clock[0] - 10**9)
+        probe.wait_for_diag(lambda d: int(d.get('backwards_stamps', '0')) > 0)
+        assert int(probe.diag()['backwards_stamps']) > 0
+        assert good_frame_gets_a_reward()
+
+        # A reset mid-episode: new id, frame index restarts at 0.
+        from sarm2_msgs.srv import ResetEpisode
+
+        client = ros.create_client(ResetEpisode, '/reward_node/reset')
+        assert client.wait_for_service(10)
+        future = client.call_async(ResetEpisode.Request(episode_id='after-reset'))
+        assert probe.spin_until(future.done, 10) and future.result().success
+        assert good_frame_gets_a_reward()
+        assert probe.rewards[-1].episode_id == 'after-reset'
+        assert probe.rewards[-1].frame_index == 0
+        ros.destroy_client(client)
+
+        # A camera that stops: frames cannot be paired, the camera is reported stale.
+        before = len(probe.rewards)
+        for _ in range(10):
+            clock[0] += 50_000_000
+            probe.publish({'corner': images['corner']}, joints, clock[0])
+            probe.spin_for(0.1)
+        diag = probe.wait_for_diag(lambda d: 'wrist' in d.get('stale_streams', ''))
+        assert 'wrist' in diag['stale_streams'] and 'corner' not in diag['stale_streams']
+        assert int(diag['unpaired_frames']) > 0 and len(probe.rewards) == before
+        assert 'no data from wrist' in probe.diagnostics[-1].message
+        assert node.alive(), node.output()
+    finally:
+        probe.close()
+
+
+def test_checkpoint_that_fails_to_load_leaves_node_unconfigured_and_says_why(
+        ros, start_node, two_camera_checkpoint, tmp_path):
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'config.json').write_text('{"format": "sarm2_reward.checkpoint", "forma')
+    node = start_node(f'checkpoint:={broken}', 'autostart:=true', 'diagnostics_period:=0.2',
+                      name='reward_node_broken')
+    probe = Probe(ros, cameras=('corner', 'wrist'), target='reward_node_broken')
+    get_state = ros.create_client(GetState, '/reward_node_broken/get_state')
+    change_state = ros.create_client(ChangeState, '/reward_node_broken/change_state')
+    set_params = ros.create_client(SetParameters, '/reward_node_broken/set_parameters')
+
+    def call(client, request):
+        assert client.wait_for_service(15), node.output()
+        future = client.call_async(request)
+        assert probe.spin_until(future.done, 15)
+        return future.result()
+
+    try:
+        diag = probe.wait_for_diag(lambda d: 'failed to load' in d.get('last_error', ''), 20)
+        assert 'failed to load' in diag['last_error'] and 'config.json' in diag['last_error']
+        assert probe.diagnostics[-1].level == b'\x02'
+        assert call(get_state, GetState.Request()).current_state.id == \
+            State.PRIMARY_STATE_UNCONFIGURED
+        assert node.alive()
+
+        # Invalid values are rejected by the parameter callback, with a reason.
+        bad = Parameter(name='smoothing', value=ParameterValue(
+            type=ParameterType.PARAMETER_DOUBLE, double_value=1.5))
+        result = call(set_params, SetParameters.Request(parameters=[bad])).results[0]
+        assert not result.successful and result.reason
+        bad_device = Parameter(name='device', value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value='gpu'))
+        result = call(set_params, SetParameters.Request(parameters=[bad_device])).results[0]
+        assert not result.successful and 'device' in result.reason
+
+        # Point it at a good checkpoint and drive the lifecycle by hand: no rewards until active.
+        good = Parameter(name='checkpoint', value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value=str(two_camera_checkpoint)))
+        assert call(set_params, SetParameters.Request(parameters=[good])).results[0].successful
+        configure = ChangeState.Request()
+        configure.transition.id = Transition.TRANSITION_CONFIGURE
+        assert call(change_state, configure).success
+        assert probe.wait_connected()
+        images, joints = _frame()
+        probe.publish(images, joints, _now_ns(ros))
+        probe.spin_for(1.0)
+        assert probe.rewards == []  # inactive: nothing processed
+        activate = ChangeState.Request()
+        activate.transition.id = Transition.TRANSITION_ACTIVATE
+        assert call(change_state, activate).success
+        probe.wait_for_diag(lambda d: d.get('state') == 'active')
+        probe.publish(images, joints, _now_ns(ros))
+        assert probe.spin_until(lambda: len(probe.rewards) == 1, 10), probe.diag()
+        assert probe.rewards[0].model_id == probe.diag()['model_id']
+
+        # Deactivate: frames are ignored again; cleanup frees the model.
+        deactivate = ChangeState.Request()
+        deactivate.transition.id = Transition.TRANSITION_DEACTIVATE
+        assert call(change_state, deactivate).success
+        probe.publish(images, joints, _now_ns(ros))
+        probe.spin_for(1.0)
+        assert len(probe.rewards) == 1
+        cleanup = ChangeState.Request()
+        cleanup.transition.id = Transition.TRANSITION_CLEANUP
+        assert call(change_state, cleanup).success
+        assert call(get_state, GetState.Request()).current_state.id == \
+            State.PRIMARY_STATE_UNCONFIGURED
+        assert node.stop() == 0, node.output()  # Ctrl-C ends it cleanly
+    finally:
+        for client in (get_state, change_state, set_params):
+            ros.destroy_client(client)
+        probe.close()
+
+
+def test_set_task_and_sim_time(ros, start_node, two_camera_checkpoint):
+    """SetTask reaches every reward; with use_sim_time the node's clock follows /clock."""
+    from rosgraph_msgs.msg import Clock
+    from sarm2_msgs.srv import SetTask
+
+    node = start_node(f'checkpoint:={two_camera_checkpoint}', 'autostart:=true',
+                      'use_sim_time:=true', 'diagnostics_period:=0.2', 'queue_size:=10',
+                      name='reward_node_sim')
+    probe = Probe(ros, cameras=('corner', 'wrist'), target='reward_node_sim')
+    clock_pub = ros.create_publisher(Clock, '/clock', 10)
+    client = ros.create_client(SetTask, '/reward_node_sim/set_task')
+    sim_start = 1_000 * 10**9
+    try:
+        assert probe.wait_connected(), node.output()
+        assert client.wait_for_service(10)
+        future = client.call_async(SetTask.Request(task='drawer-close-v3',
+                                                   instruction='close it gently'))
+        assert probe.spin_until(future.done, 10) and future.result().success
+        future = client.call_async(SetTask.Request(task=''))
+        assert probe.spin_until(future.done, 10) and not future.result().success
+        images, joints = _frame()
+        for i in range(5):
+            stamp = sim_start + i * 100_000_000
+            clock = Clock()
+            clock.clock.sec, clock.clock.nanosec = divmod(stamp, 10**9)
+            clock_pub.publish(clock)
+            probe.publish(images, joints, stamp)
+            probe.spin_for(0.2)
+        assert probe.spin_until(lambda: len(probe.rewards) == 5, 10), probe.diag()
+        assert {(r.task, r.instruction) for r in probe.rewards} == {
+            ('drawer-close-v3', 'close it gently')}
+        # Diagnostics are stamped with the simulated clock and latency is measured on it: the
+        # wall clock is ~1.7e9 s, the simulated one ~1000 s.
+        probe.spin_for(0.5)
+        assert sim_start <= probe.diagnostic_stamps[-1] < sim_start + 5 * 10**9
+        assert float(probe.diag()['latency_p50_ms']) < 1000
+    finally:
+        ros.destroy_client(client)
+        ros.destroy_publisher(clock_pub)
+        probe.close()
+
+
+def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros, start_node):
+    """The node publishes at the camera rate whatever the VLM does, and reports VLM faults."""
+    from fake_vlm_server import FakeVlmServer
+
+    server = FakeVlmServer()
+    server.behaviour, server.delay = 'slow', 0.5       # a query round takes ~1.5 s
+    try:
+        node = start_node('backend:=lrm', f'lrm_endpoint:={server.url}', 'lrm_model:=test-vl',
+                          'cameras:=[corner]', 'lrm_query_every:=4', 'lrm_timeout:=5.0',
+                          'task:=reach-v3', 'instruction:=reach the goal', 'autostart:=true')
+        probe = Probe(ros)
+        assert probe.wait_connected(30), node.output()
+        image = np.zeros((32, 32, 3), np.uint8)
+        period_ns = 50_000_000                           # a 20 Hz camera
+        start_ns = _now_ns(ros)
+
+        def play(seconds: float, first_frame: int) -> int:
+            frames = int(seconds * 20)
+            for k in range(frames):
+                image[:] = (first_frame + k) % 255
+                probe.publish({'corner': image}, np.zeros(9), start_ns + (first_frame + k)
+                              * period_ns)
+                probe.spin_for(0.05)
+            return first_frame + frames
+
+        frame = play(4.0, 0)
+        probe.spin_for(0.5)
+        slow_count = len(probe.rewards)
+        # The output keeps pace with the 20 Hz camera although each VLM round takes ~1.5 s.
+        assert slow_count >= 0.75 * frame, (slow_count, frame, node.output())
+        diag = probe.wait_for_diag(lambda d: float(d.get('vlm_last_latency_s', 0)) >= 1.0, 10)
+        assert int(diag['vlm_replaced_requests']) > 0, diag
+        assert probe.rewards[-1].model_id == 'lrm:openai:test-vl:tri'
+        assert probe.rewards[-1].progress == pytest.approx(0.4)
+
+        server.behaviour = 'error'
+        frame = play(3.0, frame)
+        probe.spin_for(0.5)
+        assert len(probe.rewards) - slow_count >= 0.75 * 60, node.output()
+        diag = probe.wait_for_diag(lambda d: int(d.get('vlm_http', 0)) > 0, 10)
+        status = probe.diagnostics[-1]
+        assert status.level == b'\x01' and 'VLM query failed (http)' in status.message, status
+        assert node.alive()
+        probe.close()
+    finally:
+        server.close()
