@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 
-from ros_harness import PeerProcess
+from ros_harness import console_script, PeerProcess
 
 # The fake VLM server of the LRM unit tests, reused for the LRM backend in a node process.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'src' / 'sarm2_reward' / 'test'))
@@ -264,6 +264,46 @@ def test_progress_rises_over_a_replayed_successful_demonstration(ros, start_node
     # Someone subscribed to the overlay, so it was drawn: 64 px camera scaled to 256 + panel.
     assert probe.overlays and probe.overlays[-1].width == 256
     assert probe.overlays[-1].height > 256 and probe.overlays[-1].encoding == 'rgb8'
+    assert node.alive()
+
+
+@pytest.mark.slow
+def test_bag_player_replay_reproduces_the_offline_evaluator(ros, start_node, trained_on_demos,
+                                                            tmp_path):
+    """Replay through bag_player reproduces the offline evaluator's progress within 1e-4.
+
+    Same frames, same model: the recorded demo bag is played into the live node.
+    """
+    from sarm2_reward.checkpoint import load_checkpoint
+    from sarm2_reward.evaluation import evaluate
+
+    checkpoint, episode = trained_on_demos
+    # Lossless replay: reliable input with room for the whole burst (the demo is 80 Hz).
+    node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'queue_size:=100',
+                      'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100',
+                      f'task:={episode.task}',
+                      f'instruction:={episode.instruction}', name='replay_reward_node')
+    probe = Probe(ros, target='replay_reward_node', reliable=True)
+    player = PeerProcess([console_script('sarm2_reward', 'bag_player'),
+                          episode.metadata['bag_path'], '--topics', '/camera/corner/image_raw',
+                          '/joint_states', '--wait-for-subscribers', '1', '--rate', '0.5'],
+                         'bag_player',
+                         tmp_path)
+    try:
+        probe.wait_for_diag(lambda d: d.get('state') == 'active', 60)
+        with player:
+            # Only this node's rewards: other ROS 2 graphs on the host may share the domain.
+            ours = lambda: [r for r in probe.rewards if r.task == episode.task]  # noqa: E731
+            assert probe.spin_until(lambda: len(ours()) >= len(episode), 60), \
+                f'{len(ours())}/{len(episode)}; {player.output()}{node.output()}'
+            probe.spin_for(0.5)
+            assert player.stop() == 0, player.output()
+    finally:
+        probe.close()
+    _, _, predictions = evaluate(load_checkpoint(checkpoint), [episode])
+    live = np.array([r.progress for r in ours()])
+    assert len(live) == len(episode)
+    np.testing.assert_allclose(live, predictions[0]['progress'], atol=1e-4)
     assert node.alive()
 
 

@@ -131,7 +131,7 @@ class Driver:
 
 
 def _wait_for_stream(driver, node_process):
-    ok = driver.spin(START_TIMEOUT, until=lambda: driver.joints and driver.images
+    ok = driver.spin(START_TIMEOUT, until=lambda: driver.joints and driver.images and driver.infos
                      and driver.truths or not node_process.alive())
     assert ok and node_process.alive(), node_process.output()
 

@@ -8,6 +8,7 @@ failed episodes), and ``index.html`` tying metrics, plots and read problems toge
 
 import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,11 @@ def primitive_segments(ids: np.ndarray) -> list[tuple[int, int, int]]:
                 segments.append((start, t, int(ids[start])))
             start = t
     return segments
+
+
+def _file_stem(episode: Episode) -> str:
+    # Episode ids of LeRobot datasets contain '/', task names may contain spaces.
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', f'{episode.task}__{episode.episode_id}')
 
 
 def _color(primitive: int) -> str:
@@ -124,7 +130,7 @@ def write_report(out: Path, metrics: dict, episodes: list[Episode], predictions:
     (out / 'episodes').mkdir(parents=True, exist_ok=True)
     items = []
     for episode, prediction in zip(episodes, predictions):
-        name = f'episodes/{episode.task}__{episode.episode_id}.png'
+        name = f'episodes/{_file_stem(episode)}.png'
         plot_episode(episode, prediction, out / name, smoothing)
         items.append(f'<figure><img src="{html.escape(name)}" loading="lazy"><figcaption>'
                      f'{html.escape(episode.task)} / {html.escape(episode.episode_id)}: '
