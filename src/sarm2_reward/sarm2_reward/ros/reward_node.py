@@ -29,9 +29,7 @@ import uuid
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -50,6 +48,7 @@ from ..frame_queue import DroppingQueue
 from ..image_encoding import ImageDecodeError
 from ..overlay import draw_overlay
 from ..reward_diagnostics import OK, RewardNodeMonitor, WARN
+from .lifecycle import spin_lifecycle_node
 from ..reward_node_config import (APPLIED_ON_CONFIGURE, PARAMETER_DOCS, READ_ONLY,
                                   RewardNodeConfig)
 from ..stamp_pairing import StampPairer
@@ -432,22 +431,7 @@ def _new_episode_id() -> str:
 
 def main(args=None) -> None:
     """Run the reward node (console script ``reward_node``)."""
-    rclpy.init(args=args)
-    node = RewardNode()
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        if node.config.autostart:
-            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_lifecycle_node(RewardNode, num_threads=3, args=args)
 
 
 if __name__ == '__main__':

@@ -48,7 +48,6 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.serialization import serialize_message
@@ -56,6 +55,7 @@ from sarm2_msgs.action import RunEpisode
 from sarm2_msgs.msg import EpisodeMetadata, EpisodeStatus, SimGroundTruth, StageReward
 from sarm2_msgs.srv import ResetEpisode, SetTask
 from sarm2_reward import bag_io
+from sarm2_reward.ros.lifecycle import spin_lifecycle_node
 from sarm2_reward.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
@@ -783,22 +783,7 @@ def _catalogue_instruction(task: str) -> str:
 
 def main(args=None) -> None:
     """Run the policy node (console script ``policy_node``)."""
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=5)
-    executor.add_node(node)
-    try:
-        if node.config.autostart:
-            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_lifecycle_node(PolicyNode, num_threads=5, args=args)
 
 
 if __name__ == '__main__':
