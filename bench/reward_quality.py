@@ -61,6 +61,14 @@ def parse_args(argv=None):
     parser.add_argument('--data-dir', type=Path,
                         help='demo cache (default runs/bench/reward_quality/demos-<mode>)')
     parser.add_argument('--out', type=Path, help='write the full results JSON here')
+    parser.add_argument('--lrm-endpoint', default='',
+                        help='also evaluate the zero-shot LRM baseline through this '
+                        'OpenAI-compatible server (e.g. http://gpu-box:8000/v1)')
+    parser.add_argument('--lrm-model', default='', help='model name served at --lrm-endpoint')
+    parser.add_argument('--lrm-model-dir', default='',
+                        help='or a local transformers VLM directory for the LRM baseline')
+    parser.add_argument('--lrm-query-every', type=int, default=5,
+                        help='frames between LRM queries (answers are held in between)')
     args = parser.parse_args(argv)
     quick = {'seeds': 1, 'episodes_per_task': 10, 'heldout_episodes': 6, 'steps': 600,
              'v1_steps': 200}
@@ -157,6 +165,19 @@ def predictor_rate(model, episodes) -> float:
     return steps / seconds
 
 
+def lrm_baseline(args, train):
+    """Build the zero-shot LRM reward model when a VLM is given (--lrm-*); else None."""
+    if not (args.lrm_endpoint or args.lrm_model_dir):
+        return None
+    from sarm2_reward.lrm.lrm_backend import LrmConfig, LrmEpisodePredictor
+    from sarm2_reward.lrm.vlm_clients import OpenAiChatClient, TransformersVlmClient
+
+    client = (TransformersVlmClient(args.lrm_model_dir) if args.lrm_model_dir
+              else OpenAiChatClient(args.lrm_endpoint, args.lrm_model))
+    return LrmEpisodePredictor(client, LrmConfig(cameras=tuple(train[0].cameras),
+                                                 query_every=args.lrm_query_every))
+
+
 def aggregate(runs: list[dict]) -> dict:
     """Mean and std over seeds of every metric in a list of metric dicts (None stays None)."""
     out = {}
@@ -181,11 +202,15 @@ def main(argv=None) -> int:
     print(f'split: {len(train)} training episodes, {len(test)} held-out episodes of '
           f'{len({e.task for e in train})} tasks, {len(heldout_task_episodes)} episodes of '
           f'held-out tasks', file=sys.stderr)
+    lrm = lrm_baseline(args, train)
+    names = MODELS + (('lrm',) if lrm is not None else ())
     results = {name: {'test': [], 'heldout_tasks': [], 'per_task': [], 'train_seconds': []}
-               for name in MODELS}
+               for name in names}
     rates = []
     for seed in range(args.seeds):
         models, seconds = train_all(train, seed, args)
+        if lrm is not None:       # zero-shot: nothing to train, the same answers every seed
+            models['lrm'], seconds['lrm'] = lrm, 0.0
         rates.append(predictor_rate(models['sarm2'], test[:3]))
         for name, model in models.items():
             metrics, _, _ = evaluate(model, test)
@@ -195,7 +220,7 @@ def main(argv=None) -> int:
             results[name]['heldout_tasks'].append(heldout['overall'])
             results[name]['train_seconds'].append(seconds[name])
     summary = {}
-    for name in MODELS:
+    for name in names:
         tasks = sorted(results[name]['per_task'][0]) if results[name]['per_task'] else []
         summary[name] = {
             'test': aggregate(results[name]['test']),
@@ -207,17 +232,17 @@ def main(argv=None) -> int:
     print('\nheld-out episodes of training tasks (mean over seeds)', file=sys.stderr)
     header = f'{"model":12s} ' + ' '.join(f'{m[:12]:>12s}' for m in METRICS)
     print(header, file=sys.stderr)
-    for name in MODELS:
+    for name in names:
         row = summary[name]['test']
         print(f'{name:12s} ' + ' '.join(f'{fmt(row[m]):>12s}' for m in METRICS),
               file=sys.stderr)
     print('\nheld-out tasks', file=sys.stderr)
-    for name in MODELS:
+    for name in names:
         row = summary[name]['heldout_tasks']
         print(f'{name:12s} ' + ' '.join(f'{fmt(row[m]):>12s}' for m in METRICS),
               file=sys.stderr)
     sarm2 = summary['sarm2']
-    baselines = {n: summary[n]['test']['value_mse_macro'] for n in MODELS if n != 'sarm2'}
+    baselines = {n: summary[n]['test']['value_mse_macro'] for n in names if n != 'sarm2'}
     best = min(baselines, key=lambda n: baselines[n])
     report = {
         'sarm2_mse': sarm2['test']['value_mse_macro'],

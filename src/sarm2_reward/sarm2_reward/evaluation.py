@@ -39,7 +39,10 @@ def predict_any(model, episode: Episode, text_embedder=None) -> dict | None:
     if isinstance(model, Sarm2Model):
         from .inference import predict_episode
         return predict_episode(model, episode, text_embedder)
-    if isinstance(model, (SarmV1Model, TimeLinearBaseline, PerTaskModels)):
+    if isinstance(model, (SarmV1Model, TimeLinearBaseline, PerTaskModels)) or hasattr(
+            model, 'predict_episode'):
+        # Other offline reward models (e.g. lrm.lrm_backend.LrmEpisodePredictor) only need
+        # predict_episode(episode) -> per-frame dict.
         return model.predict_episode(episode)
     raise TypeError(f'cannot evaluate a {type(model).__name__}')
 

@@ -180,3 +180,24 @@ def test_offline_relabel_holds_rewards_between_queries(vlm_server):
                               LrmConfig(query_every=3, mode='progress'))
     assert rewards.tolist() == pytest.approx([0.4] * length)
     assert len(vlm_server.requests) == 2 + 3 + 3     # frames 0, 3, 6
+
+
+def test_lrm_as_an_offline_reward_model_in_the_evaluator(vlm_server):
+    from sarm2_reward.evaluation import evaluate
+    from sarm2_reward.lrm.lrm_backend import LrmEpisodePredictor
+
+    length = 6
+    episode = Episode(
+        episode_id='e1', task='reach-v3', instruction='reach the goal',
+        images={'corner': np.stack([frame(t) for t in range(length)])},
+        joint_positions=np.zeros((length, 9), np.float32), actions=np.zeros((length, 4)),
+        primitive_ids=np.zeros(length, np.int64), timestamps=np.arange(length) * 0.1,
+        success=True)
+    predictor = LrmEpisodePredictor(OpenAiChatClient(vlm_server.url, 'm', timeout=5),
+                                    LrmConfig(query_every=2))
+    prediction = predictor.predict_episode(episode)
+    assert prediction['progress'].tolist() == pytest.approx([0.4] * length)
+    assert prediction['success_probability'].tolist() == [0.0] * length
+    metrics, kept, _ = evaluate(predictor, [episode])
+    assert kept == [episode] and metrics['overall']['episodes'] == 1
+    assert metrics['overall']['value_mse_macro'] > 0

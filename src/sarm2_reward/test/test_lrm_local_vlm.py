@@ -104,3 +104,24 @@ def wait_until(condition, timeout=60.0):
 def test_missing_model_directory_is_named(tmp_path):
     with pytest.raises(ValueError, match='no config.json'):
         TransformersVlmClient(str(tmp_path / 'nowhere'))
+
+
+def test_lora_adapter_is_loaded_on_the_local_model(model_dir, tmp_path):
+    peft = pytest.importorskip('peft')
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True)
+    # Random (not zero) LoRA weights, so the adapter visibly changes the model.
+    adapted = peft.get_peft_model(base, peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=['q_proj', 'v_proj'], init_lora_weights=False))
+    adapter_dir = tmp_path / 'adapter'
+    adapted.save_pretrained(adapter_dir)
+    saved = {n: p.detach().clone() for n, p in adapted.named_parameters() if 'lora_' in n}
+    assert saved
+
+    client = TransformersVlmClient(str(model_dir), adapter_dir=str(adapter_dir),
+                                   max_new_tokens=4)
+    loaded = {n: p for n, p in client.model.named_parameters() if 'lora_' in n}
+    assert set(loaded) == set(saved)
+    assert all(torch.equal(loaded[n], saved[n]) for n in saved)
+    assert isinstance(client.ask([frames()[0]], 'Is the task complete?'), str)

@@ -201,8 +201,9 @@ def lrm_backend_from_config(config) -> LrmBackend:
                                         mode=config.lrm_mode))
 
 
-def relabel_episode(client: VlmClient, episode: Episode, config: LrmConfig) -> np.ndarray:
-    """Offline LRM rewards for every frame of ``episode`` (queried every N frames, held between).
+def answers_per_frame(client: VlmClient, episode: Episode, config: LrmConfig
+                      ) -> list[LrmAnswers | None]:
+    """Offline: the held LRM answers of every frame (queried every N frames; None before any).
 
     Synchronous: offline relabeling has no frame clock to keep up with. A failed query holds the
     previous answer, exactly as the live backend does.
@@ -210,17 +211,38 @@ def relabel_episode(client: VlmClient, episode: Episode, config: LrmConfig) -> n
     missing = [c for c in config.cameras if c not in episode.images]
     if missing:
         raise ValueError(f'episode {episode.episode_id} has no camera(s) {missing}')
-    rewards = np.zeros(len(episode), np.float32)
-    answers = LrmAnswers(0, 0.0, False)
+    held: LrmAnswers | None = None
     earlier = None
+    per_frame = []
     for t in range(len(episode)):
         if t % config.query_every == 0:
             current = [episode.images[c][t] for c in config.cameras]
             try:
-                answers = ask_round(client, episode.instruction, current, earlier,
-                                    answers.progress)
+                held = ask_round(client, episode.instruction, current, earlier,
+                                 held.progress if held else 0.0)
             except VlmError:
                 pass
             earlier = current[0]
-        rewards[t] = answers.reward(config.mode)
-    return rewards
+        per_frame.append(held)
+    return per_frame
+
+
+def relabel_episode(client: VlmClient, episode: Episode, config: LrmConfig) -> np.ndarray:
+    """Offline LRM rewards (``config.mode``) for every frame of ``episode``; 0 before an answer."""
+    return np.array([a.reward(config.mode) if a else 0.0
+                     for a in answers_per_frame(client, episode, config)], np.float32)
+
+
+class LrmEpisodePredictor:
+    """The LRM as an offline reward model: per-frame predictions in the evaluator's format."""
+
+    def __init__(self, client: VlmClient, config: LrmConfig):
+        self.client = client
+        self.config = config
+
+    def predict_episode(self, episode: Episode) -> dict[str, np.ndarray]:
+        """Progress, value and success probability (completion answer) of every frame."""
+        answers = answers_per_frame(self.client, episode, self.config)
+        progress = np.array([a.progress if a else 0.0 for a in answers], np.float32)
+        complete = np.array([float(a.complete) if a else 0.0 for a in answers], np.float32)
+        return {'progress': progress, 'value': progress - 1.0, 'success_probability': complete}
