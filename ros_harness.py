@@ -22,7 +22,9 @@ class PeerProcess:
         self.args = args
         self.name = name
         self.log_path = pathlib.Path(log_dir) / f'{name}.log'
-        self.env = dict(os.environ, **(env or {}))
+        # Unbuffered output: a killed process's log must still show what it did.
+        self.env = dict(os.environ, PYTHONUNBUFFERED='1', RCUTILS_LOGGING_BUFFERED_STREAM='0',
+                        **(env or {}))
         self.process: subprocess.Popen | None = None
 
     def start(self) -> 'PeerProcess':
@@ -66,6 +68,39 @@ class PeerProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+class NodeLauncher:
+    """Starts node console scripts for one test; stops them and prints their logs at the end."""
+
+    def __init__(self, log_dir: pathlib.Path, log_tail: int = 20000):
+        self.log_dir = pathlib.Path(log_dir)
+        self.log_tail = log_tail
+        self.started: list[PeerProcess] = []
+
+    def start(self, executable, *, name: str | None = None, params_file=None,
+              params=()) -> PeerProcess:
+        """Run ``executable --ros-args [-r __node:=name] [--params-file f] [-p p ...]``."""
+        executable = pathlib.Path(executable)
+        if not executable.exists():
+            raise FileNotFoundError(f'{executable} missing: run scripts/bootstrap.sh')
+        args = [str(executable), '--ros-args']
+        if name:
+            args += ['-r', f'__node:={name}']
+        if params_file is not None:
+            args += ['--params-file', str(params_file)]
+        for param in params:
+            args += ['-p', param]
+        label = f'{name or executable.name}-{len(self.started)}-{time.monotonic_ns() % 10**6}'
+        process = PeerProcess(args, label, self.log_dir).start()
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        """Stop every started process (Ctrl-C first) and print its log for failing tests."""
+        for process in self.started:
+            process.stop()
+            print(f'--- {process.log_path.name}\n{process.output()[-self.log_tail:]}')
 
 
 def console_script(package: str, name: str) -> str:

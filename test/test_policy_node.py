@@ -14,16 +14,15 @@ arbitrary motions, which is what the safety checks need.
 """
 
 import json
-import os
 from pathlib import Path
-import signal
-import subprocess
 import threading
 import time
 import uuid
 
 import numpy as np
 import pytest
+
+from ros_harness import NodeLauncher
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / 'install' / 'spiral_policy' / 'lib' / 'spiral_policy' / 'policy_node'
@@ -40,60 +39,15 @@ SLACK = 0.1
 pytestmark = pytest.mark.ros
 
 
-class NodeProcess:
-    """A node in its own process; output to a log file printed after the test."""
-
-    def __init__(self, log_dir: Path, executable: Path, name: str, params: list[str],
-                 params_file: Path | None = None):
-        args = [str(executable), '--ros-args', '-r', f'__node:={name}']
-        if params_file is not None:
-            args += ['--params-file', str(params_file)]
-        for param in params:
-            args += ['-p', param]
-        self.log_path = log_dir / f'{name}-{uuid.uuid4().hex[:6]}.log'
-        self._log = open(self.log_path, 'w')
-        # unbuffered: a killed node's log must still show what it did
-        env = dict(os.environ, PYTHONUNBUFFERED='1', RCUTILS_LOGGING_BUFFERED_STREAM='0')
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, env=env)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors='replace')
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.alive():
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-
 @pytest.fixture
 def start_node(tmp_path):
-    started = []
+    launcher = NodeLauncher(tmp_path, log_tail=6000)
 
     def start(executable, name, params, params_file=PARAMS):
-        if not executable.exists():
-            pytest.fail(f'{executable} missing: run scripts/bootstrap.sh')
-        node = NodeProcess(tmp_path, executable, name, params, params_file)
-        started.append(node)
-        return node
+        return launcher.start(executable, name=name, params=params, params_file=params_file)
 
     yield start
-    for node in started:
-        node.stop()
-        print(f'--- {node.log_path.name}\n{node.output()[-6000:]}')
+    launcher.stop_all()
 
 
 @pytest.fixture(scope='module')

@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 
-from ros_harness import console_script, PeerProcess
+from ros_harness import console_script, NodeLauncher, PeerProcess
 
 # The fake VLM server of the LRM unit tests, reused for the LRM backend in a node process.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'src' / 'sarm2_reward' / 'test'))
@@ -31,24 +31,15 @@ pytestmark = pytest.mark.ros
 @pytest.fixture
 def start_node(tmp_path):
     """Start reward node processes; stop them (and show their logs on failure) afterwards."""
-    if not NODE.exists():
-        pytest.fail(f'{NODE} missing: run scripts/bootstrap.sh')
-    started = []
+    launcher = NodeLauncher(tmp_path)
 
     def start(*params, name='reward_node'):
         # Every test starts from the shipped parameter file, so it is proven to load.
-        args = [str(NODE), '--ros-args', '-r', f'__node:={name}', '--params-file',
-                str(REPO / 'config' / 'reward_node.yaml')]
-        for param in params:
-            args += ['-p', param]
-        node = PeerProcess(args, f'{name}-{uuid.uuid4().hex[:6]}', tmp_path).start()
-        started.append(node)
-        return node
+        return launcher.start(NODE, name=name, params=params,
+                              params_file=REPO / 'config' / 'reward_node.yaml')
 
     yield start
-    for node in started:
-        node.stop()
-        print(f'--- {node.log_path.name}\n{node.output()}')
+    launcher.stop_all()
 
 
 @pytest.fixture(scope='module')

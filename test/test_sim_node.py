@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 
-from ros_harness import PeerProcess
+from ros_harness import NodeLauncher
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / 'install' / 'sarm2_sim' / 'lib' / 'sarm2_sim' / 'sim_node'
@@ -25,22 +25,9 @@ pytestmark = pytest.mark.ros
 
 @pytest.fixture
 def start_node(tmp_path):
-    if not NODE.exists():
-        pytest.fail(f'{NODE} missing: run scripts/bootstrap.sh')
-    started = []
-
-    def start(*params):
-        args = [str(NODE), '--ros-args', '--params-file', str(PARAMS_FILE)]
-        for param in params:
-            args += ['-p', param]
-        node = PeerProcess(args, f'sim_node-{uuid.uuid4().hex[:6]}', tmp_path).start()
-        started.append(node)
-        return node
-
-    yield start
-    for node in started:
-        node.stop()
-        print(f'--- {node.log_path.name}\n{node.output()}')
+    launcher = NodeLauncher(tmp_path)
+    yield lambda *params: launcher.start(NODE, params_file=PARAMS_FILE, params=params)
+    launcher.stop_all()
 
 
 @pytest.fixture(scope='module')
