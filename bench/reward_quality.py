@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 from sarm2_reward.baselines import SarmV1Config, SarmV1Model, TimeLinearBaseline
+from sarm2_reward.datasets import split_by_task
 from sarm2_reward.bag_dataset import read_episodes
 from sarm2_reward.evaluation import evaluate, PerTaskModels
 from sarm2_reward.inference import Sarm2Predictor
@@ -98,20 +99,6 @@ def load_demos(args, catalogue) -> tuple[list, list]:
     heldout = set(heldout_tasks)
     return ([e for e in episodes if e.task not in heldout],
             [e for e in episodes if e.task in heldout])
-
-
-def split_by_task(episodes, fraction: float):
-    """Per task, hold out ``fraction`` of the episodes (keeping failures on both sides)."""
-    rng = np.random.default_rng(12345)
-    train, test = [], []
-    for task in sorted({e.task for e in episodes}):
-        for outcome in (True, False):
-            group = [e for e in episodes if e.task == task and e.success == outcome]
-            order = rng.permutation(len(group))
-            count = int(round(fraction * len(group)))
-            test += [group[i] for i in order[:count]]
-            train += [group[i] for i in order[count:]]
-    return train, test
 
 
 def model_config(episodes) -> Sarm2Config:

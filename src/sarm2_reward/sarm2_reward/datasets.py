@@ -56,3 +56,24 @@ def episodes_from_arguments(args: argparse.Namespace) -> list[Episode]:
         raise ValueError(f'no episodes found in {args.data}'
                          + (f' for tasks {args.tasks}' if args.tasks else ''))
     return episodes
+
+
+def split_by_task(episodes: list[Episode], fraction: float, seed: int = 12345
+                  ) -> tuple[list[Episode], list[Episode]]:
+    """Per task and outcome, hold out ``fraction`` of the episodes: (train, test).
+
+    Splitting successes and failures separately keeps failures on both sides, so success
+    detection can be measured on the held-out part. The same seed gives the same split.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for task in sorted({e.task for e in episodes}):
+        for outcome in (True, False):
+            group = [e for e in episodes if e.task == task and e.success == outcome]
+            order = rng.permutation(len(group))
+            count = int(round(fraction * len(group)))
+            test += [group[i] for i in order[:count]]
+            train += [group[i] for i in order[count:]]
+    return train, test

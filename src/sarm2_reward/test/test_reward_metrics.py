@@ -41,3 +41,20 @@ def test_primitive_segments_for_report_bands():
     ids = np.array([-1, -1, 3, 3, 5, 5, 5, -1, 3])
     assert primitive_segments(ids) == [(2, 4, 3), (4, 7, 5), (8, 9, 3)]
     assert primitive_segments(np.array([], dtype=np.int64)) == []
+
+
+def test_split_by_task_holds_out_successes_and_failures_of_every_task():
+    from types import SimpleNamespace
+
+    from sarm2_reward.datasets import split_by_task
+
+    episodes = [SimpleNamespace(task=task, success=k % 3 != 0, id=f'{task}{k}')
+                for task in ('a', 'b') for k in range(10)]
+    train, test = split_by_task(episodes, 0.3)
+    assert len(train) + len(test) == 20 and not {e.id for e in train} & {e.id for e in test}
+    for task in ('a', 'b'):
+        for outcome in (True, False):
+            assert any(e.task == task and e.success == outcome for e in test)
+            assert any(e.task == task and e.success == outcome for e in train)
+    again, _ = split_by_task(episodes, 0.3)
+    assert [e.id for e in again] == [e.id for e in train]

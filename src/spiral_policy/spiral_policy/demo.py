@@ -252,22 +252,6 @@ def load_demo_episodes(ctx: RunContext):
     return read_episodes([demos / p for p in ctx.results['demos']['bags']])
 
 
-def split_by_task(episodes, fraction: float, seed: int = 12345):
-    """Per task and outcome, hold out ``fraction`` of the episodes (as bench/reward_quality)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for task in sorted({e.task for e in episodes}):
-        for outcome in (True, False):
-            group = [e for e in episodes if e.task == task and e.success == outcome]
-            order = rng.permutation(len(group))
-            count = int(round(fraction * len(group)))
-            test += [group[i] for i in order[:count]]
-            train += [group[i] for i in order[count:]]
-    return train, test
-
-
 REWARD_METRICS = ('value_mse_macro', 'voc', 'primitive_acc', 'auroc', 'pairwise_acc')
 
 
@@ -275,6 +259,7 @@ def step_reward(ctx: RunContext, out: Path) -> dict:
     import torch
 
     from sarm2_reward.baselines import SarmV1Config, SarmV1Model, TimeLinearBaseline
+    from sarm2_reward.datasets import split_by_task
     from sarm2_reward.evaluation import evaluate, PerTaskModels
     from sarm2_reward.model import Sarm2Config, Sarm2Model
     from sarm2_reward.train import TrainConfig, train_model
