@@ -81,6 +81,7 @@ class FakeArm:
         from geometry_msgs.msg import PoseStamped, TwistStamped
         from rclpy.action import ActionClient
         from rclpy.executors import MultiThreadedExecutor
+        from rclpy.qos import QoSProfile
         from sarm2_msgs.action import RunEpisode
         from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
         from sensor_msgs.msg import Image, JointState
@@ -95,8 +96,10 @@ class FakeArm:
         self.pose_pub = self.node.create_publisher(PoseStamped, '/arm/ee_pose', SENSOR_DATA)
         self.estop_pub = self.node.create_publisher(Bool, '/estop', RELIABLE)
         self.twists: list[tuple[float, np.ndarray]] = []
+        # Deep history: every command of an episode must be recorded, even when this process
+        # spins late (keep-last 10 would silently drop the oldest).
         self.node.create_subscription(TwistStamped, '/arm/cartesian_velocity', self._on_twist,
-                                      RELIABLE)
+                                      QoSProfile(depth=1000, reliability=RELIABLE.reliability))
         self._clients = (ActionClient, RunEpisode, Trigger)
         self.action = self.reset_estop = None
         self.goal_type = RunEpisode.Goal

@@ -212,8 +212,9 @@ def test_progress_rises_over_a_replayed_successful_demonstration(ros, start_node
     from sarm2_reward.inference import predict_episode
 
     checkpoint, episode = trained_on_demos
+    # Lossless: reliable input whose history holds the whole burst while the model catches up.
     node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'queue_size:=100',
-                      'sensor_qos_reliability:=reliable',
+                      'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100',
                       f'joint_names:={json.dumps(JOINT_NAMES)}')
     probe = Probe(ros, reliable=True)
     try:
