@@ -121,8 +121,11 @@ class FakeArm:
         self.reset_estop = self.node.create_client(trigger, f'/{node_name}/reset_estop')
 
     def _on_twist(self, msg):
+        # Commands are timed by their header stamp (the node's clock, wall time here), not by
+        # when this process got around to handling them.
         linear = msg.twist.linear
-        self.twists.append((time.monotonic(), np.array([linear.x, linear.y, linear.z])))
+        sent = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.twists.append((sent, np.array([linear.x, linear.y, linear.z])))
 
     def _publish_loop(self):
         image_type, joint_type, pose_type = self._messages
@@ -135,7 +138,7 @@ class FakeArm:
                                    data=pixels.tobytes())
                 image.header.stamp = stamp
                 self.image_pub.publish(image)
-                self.last_image_time = time.monotonic()
+                self.last_image_time = time.time()
             joints = joint_type(name=JOINT_NAMES, position=[0.1] * 9)
             joints.header.stamp = stamp
             self.joint_pub.publish(joints)
@@ -157,9 +160,16 @@ class FakeArm:
     def motions_after(self, since: float) -> list[float]:
         return [t for t, v in self.twists if t > since and np.abs(v).max() > 1e-9]
 
+    def wait_for(self, condition, timeout: float = 15.0) -> bool:
+        """Poll ``condition`` (the spin thread fills the lists) until true or ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return condition()
+
     def wait_motion(self, count=5, timeout=20.0) -> None:
-        start = time.monotonic()
-        deadline = start + timeout
+        start = time.time()
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.motions_after(start)) >= count:
                 return
@@ -226,14 +236,16 @@ def test_estop_and_watchdog_stop_motion(ros, arm, start_node, tiny_checkpoint, t
     assert max(np.linalg.norm(v) for _, v in arm.twists) <= 0.5 + 1e-9
 
     # --- e-stop ---
-    estop_time = time.monotonic()
+    estop_time = time.time()            # wall clock, like the command stamps
     arm.estop_pub.publish(Bool(data=True))
     result = wait_future(handle.get_result_async(), 30)
     assert result.status == GoalStatus.STATUS_ABORTED and result.result.reason == 'estop'
+    # The spin thread handles commands when it gets the CPU: wait until it has seen the stop.
+    assert arm.wait_for(lambda: any(t > estop_time and not v.any() for t, v in arm.twists)), \
+        'no stop command'
     time.sleep(0.5)
     late = [t - estop_time for t in arm.motions_after(estop_time + PERIOD + SLACK)]
     assert not late, f'motion commands {late} s after the e-stop'
-    assert any(t > estop_time and not v.any() for t, v in arm.twists), 'no stop command'
     assert not arm.send_goal(record=False).accepted     # latched
     assert arm.reset_estop.wait_for_service(timeout_sec=5)
     assert wait_future(arm.reset_estop.call_async(Trigger.Request()), 30).success
@@ -245,11 +257,15 @@ def test_estop_and_watchdog_stop_motion(ros, arm, start_node, tiny_checkpoint, t
     arm.camera_on = False
     time.sleep(WATCHDOG + 1.0)
     stall_time = arm.last_image_time       # the last frame ever sent
+
+    def holds():
+        return [t for t, v in arm.twists if t > stall_time + WATCHDOG + PERIOD and not v.any()]
+
+    assert arm.wait_for(lambda: len(holds()) >= 5), \
+        'the node should keep commanding zero velocity while stale'
     late = [t - stall_time for t in
             arm.motions_after(stall_time + WATCHDOG + PERIOD + SLACK)]
     assert not late, f'motion commands {late} s after the camera stalled'
-    holds = [t for t, v in arm.twists if t > stall_time + WATCHDOG + PERIOD and not v.any()]
-    assert len(holds) >= 5, 'the node should keep commanding zero velocity while stale'
     arm.camera_on = True
     arm.wait_motion(timeout=5)          # fresh frames: the policy drives again
     handle.cancel_goal_async()
