@@ -435,5 +435,6 @@ def test_remote_openpi_policy_drives_the_arm(ros, arm, start_node, tmp_path):
     # scaled down to the 0.5 m/s speed limit of this test
     moving = [v for _, v in arm.twists if v.any()]
     expected = np.array([0.4, 0.0, -0.2]) * min(1.0, 0.5 / np.linalg.norm([0.4, 0.0, -0.2]))
-    assert len(moving) >= 20
+    # Most of the 30 steps move; the first ones wait for the server's first chunk.
+    assert len(moving) >= 15
     np.testing.assert_allclose(moving[0], expected, atol=1e-6)

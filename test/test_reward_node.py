@@ -541,8 +541,10 @@ def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros,
     try:
         node = start_node('backend:=lrm', f'lrm_endpoint:={server.url}', 'lrm_model:=test-vl',
                           'cameras:=[corner]', 'lrm_query_every:=4', 'lrm_timeout:=5.0',
-                          'task:=reach-v3', 'instruction:=reach the goal', 'autostart:=true')
-        probe = Probe(ros)
+                          'task:=reach-v3', 'instruction:=reach the goal', 'autostart:=true',
+                          # lossless input: the count measures the node's pace, not DDS loss
+                          'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100')
+        probe = Probe(ros, reliable=True)
         assert probe.wait_connected(30), node.output()
         image = np.zeros((32, 32, 3), np.uint8)
         period_ns = 50_000_000                           # a 20 Hz camera
