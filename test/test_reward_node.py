@@ -278,7 +278,10 @@ def test_bag_player_replay_reproduces_the_offline_evaluator(ros, start_node, tra
     probe = Probe(ros, target='replay_reward_node', reliable=True)
     player = PeerProcess([console_script('sarm2_reward', 'bag_player'),
                           episode.metadata['bag_path'], '--topics', '/camera/corner/image_raw',
-                          '/joint_states', '--wait-for-subscribers', '1', '--rate', '0.5'],
+                          '/joint_states', '--wait-for-subscribers', '1', '--rate', '0.5',
+                          # the publisher sees the subscriber before the subscriber has matched
+                          # the publisher: give discovery time to finish both ways
+                          '--ros-args', '-p', 'start_delay:=3.0'],
                          'bag_player',
                          tmp_path)
     try:
