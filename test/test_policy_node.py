@@ -35,7 +35,6 @@ PERIOD = 1.0 / RATE
 WATCHDOG = 0.3
 # DDS delivery and scheduling slack on a loaded 2-core machine (load average ~10 measured).
 SLACK = 0.1
-HANDLING_DELAY = 0.5     # s, executor scheduling delay of a frame callback under load
 
 pytestmark = pytest.mark.ros
 
@@ -264,10 +263,8 @@ def test_estop_and_watchdog_stop_motion(ros, arm, start_node, tiny_checkpoint, t
 
     assert arm.wait_for(lambda: len(holds()) >= 5), \
         'the node should keep commanding zero velocity while stale'
-    # The node times staleness from when its executor handled the last frame, which on a
-    # loaded 2-core machine trails the send time by up to a few hundred ms (HANDLING_DELAY).
     late = [t - stall_time for t in
-            arm.motions_after(stall_time + WATCHDOG + PERIOD + SLACK + HANDLING_DELAY)]
+            arm.motions_after(stall_time + WATCHDOG + PERIOD + SLACK)]
     assert not late, f'motion commands {late} s after the camera stalled'
     arm.camera_on = True
     arm.wait_motion(timeout=5)          # fresh frames: the policy drives again

@@ -338,7 +338,7 @@ class PolicyNode(LifecycleNode):
             self._latest[stream] = (msg, now)
         safety = self._safety
         if safety is not None:
-            safety.observe(stream, now)
+            safety.observe(stream, _capture_time(msg, now))
 
     def _on_reward(self, msg: StageReward) -> None:
         episode = self._episode
@@ -779,6 +779,20 @@ def _catalogue_instruction(task: str) -> str:
     except (ImportError, OSError, ValueError):
         return ''
     return spec.instruction if spec is not None else ''
+
+
+def _capture_time(msg, now: float) -> float:
+    """When the observation was taken, for the watchdog: its header stamp if on our clock.
+
+    Judging freshness by the capture stamp keeps a frame that this process handled late (a busy
+    executor) from looking fresh. A stamp on another clock (e.g. simulated time while this node
+    runs on wall time: more than 10 s off) falls back to the receive time ``now``.
+    """
+    header = getattr(msg, 'header', None)
+    if header is None:
+        return now
+    captured = header.stamp.sec + header.stamp.nanosec / NS
+    return captured if now - 10.0 <= captured <= now else now
 
 
 def main(args=None) -> None:
