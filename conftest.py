@@ -4,15 +4,44 @@ ROS 2 isolation: other processes on this host may run ROS 2, so tests use a priv
 and only discover peers on localhost. Child processes inherit these variables.
 """
 
+import fcntl
 import os
 import pathlib
 import sys
+import tempfile
 
 # ros_harness.py (helpers for multi-process tests) sits beside this file; make it importable from
 # every test directory, including per-package runs under `colcon test`.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
+_DOMAIN_LOCK = None
+
+
+def claim_domain_id() -> int:
+    """Pick a domain id in 1..100 that no other test session on this host is using.
+
+    Two test sessions in one domain see each other's topics (a joint state from one test
+    arriving in another's subscriber), so each session holds an exclusive lock on its id for
+    as long as it runs; the lock goes away with the process, even when it is killed.
+    """
+    global _DOMAIN_LOCK
+    start = os.getpid() % 100
+    for offset in range(100):
+        domain = 1 + (start + offset) % 100
+        handle = open(pathlib.Path(tempfile.gettempdir()) / f'sarm2-test-domain-{domain}.lock',
+                      'w')
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _DOMAIN_LOCK = handle
+        return domain
+    raise RuntimeError('all ROS domain ids 1..100 are in use by other test sessions')
+
+
+if 'ROS_DOMAIN_ID' not in os.environ:
+    os.environ['ROS_DOMAIN_ID'] = str(claim_domain_id())
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 # Kilted's Python messages only type-check fields when asked to; tests want the checks.
 os.environ['ROS_PYTHON_CHECK_FIELDS'] = '1'

@@ -37,6 +37,7 @@ setup(
             'policy_node = spiral_policy.ros.policy_node:main',
             'train_vla = spiral_policy.bc_training:main',
             'spiral_update = spiral_policy.spiral.offline_update:main',
+            'spiral_loop = spiral_policy.spiral_loop:main',
         ],
     },
 )

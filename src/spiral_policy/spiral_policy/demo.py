@@ -21,27 +21,26 @@ are skipped, an interrupted step is redone (demos and rollouts keep their finish
 """
 
 import argparse
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 import html
 import json
 import logging
 import os
 from pathlib import Path
-import random
-import shutil
 import signal
-import subprocess
 import sys
 import time
-from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[3]
+from .report_tables import HTML_STYLE, html_table, rate_cell, text_table, verdict
+from .run_steps import (CONFIG_FILE, is_done, link_latest, read_jsonl, read_step, run_steps,
+                        RunContext, RunError, select_run, Step)
+from .sim_graph import (join_ros_environment, node_summary,
+                        resume_episode_log, ros_environment, run_node_episodes, SimGraph,
+                        success_row, ROOT)
+
 RUNS = ROOT / 'runs'
 CAMERA = 'corner'
 IMAGE_SIZE = 64
-DONE_FILE = 'step.json'
-PARTIAL_SUFFIX = '.partial'
-CONFIG_FILE = 'config.json'
 # Initial-state seeds: demos, node rollouts and the evaluation never share one.
 ROLLOUT_SEED = 10_000
 EVAL_SEED = 20_000
@@ -97,134 +96,6 @@ FULL = {'tasks': ('button-press-topdown-v3', 'drawer-open-v3', 'window-close-v3'
         'demos_per_task': 30, 'reward_steps': 2000, 'v1_steps': 500, 'single_head': True,
         'vla_steps': 2000, 'rollouts_per_task': 30, 'spiral_updates': 1500,
         'node_eval_episodes': 30, 'eval_episodes': 50}
-
-
-# --------------------------------------------------------------------------------------------
-# Runs and the step registry
-
-
-@dataclass
-class Step:
-    """One stage of the demo: ``run(ctx, out_dir) -> dict`` writes its outputs into out_dir.
-
-    ``keeps_partial``: an interrupted attempt's directory is handed to the next attempt (the step
-    skips the work it finds finished there); otherwise it is deleted and the step starts over.
-    """
-
-    name: str
-    description: str
-    run: Callable
-    keeps_partial: bool = False
-
-
-@dataclass
-class RunContext:
-    """What a step may read: the run directory, the configuration, earlier steps' results."""
-
-    run_dir: Path
-    config: DemoConfig
-    results: dict = field(default_factory=dict)
-    env: dict = field(default_factory=dict)
-
-    def step_dir(self, name: str) -> Path:
-        return self.run_dir / name
-
-
-def is_done(run_dir: Path, name: str) -> bool:
-    """Say whether a step is complete: its directory holds its completion record."""
-    return (run_dir / name / DONE_FILE).is_file()
-
-
-def read_step(run_dir: Path, name: str) -> dict:
-    return json.loads((run_dir / name / DONE_FILE).read_text())
-
-
-def run_steps(ctx: RunContext, steps: list[Step], log=print) -> dict:
-    """Run every unfinished step in order; return {step: record} for all of them."""
-    for step in steps:
-        final = ctx.step_dir(step.name)
-        if is_done(ctx.run_dir, step.name):
-            record = read_step(ctx.run_dir, step.name)
-            ctx.results[step.name] = record['result']
-            log(f'[{step.name}] done in an earlier run ({record["seconds"]:.0f} s), skipping')
-            continue
-        if final.exists():
-            # A directory without its completion record was not written by run_steps (a
-            # rename is atomic); it cannot be trusted.
-            shutil.rmtree(final)
-        partial = final.with_name(final.name + PARTIAL_SUFFIX)
-        if partial.exists() and not step.keeps_partial:
-            log(f'[{step.name}] discarding the interrupted attempt')
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True, exist_ok=True)
-        log(f'[{step.name}] {step.description}')
-        started = time.monotonic()
-        result = step.run(ctx, partial)
-        seconds = time.monotonic() - started
-        record = {'step': step.name, 'seconds': seconds, 'result': result,
-                  'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
-        write_json_atomic(partial / DONE_FILE, record)
-        os.replace(partial, final)
-        ctx.results[step.name] = result
-        log(f'[{step.name}] finished in {seconds:.0f} s')
-    return {s.name: read_step(ctx.run_dir, s.name) for s in steps}
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON so that a reader sees the old file or the whole new one, never a torn one."""
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-def run_complete(run_dir: Path, steps: list[Step]) -> bool:
-    return all(is_done(run_dir, s.name) for s in steps)
-
-
-def select_run(runs_dir: Path, config: DemoConfig, steps: list[Step], fresh: bool = False,
-               run: Path | None = None, now: Callable[[], str] | None = None) -> Path:
-    """Return the run directory to use, creating it (with its config) when new.
-
-    ``run`` given: that directory (its saved config wins). Otherwise the newest unfinished run
-    with the same configuration, unless ``fresh``; else a new ``runs/<timestamp>``.
-    """
-    if run is not None:
-        run.mkdir(parents=True, exist_ok=True)
-        if not (run / CONFIG_FILE).is_file():
-            write_json_atomic(run / CONFIG_FILE, config.to_dict())
-        return run
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    if not fresh:
-        candidates = sorted((p for p in runs_dir.iterdir()
-                             if p.is_dir() and not p.is_symlink() and (p / CONFIG_FILE).is_file()),
-                            key=lambda p: p.name, reverse=True)
-        for candidate in candidates:
-            try:
-                saved = json.loads((candidate / CONFIG_FILE).read_text())
-            except (OSError, ValueError):
-                continue
-            if saved == config.to_dict() and not run_complete(candidate, steps):
-                return candidate
-    name = (now or (lambda: time.strftime('%Y%m%d-%H%M%S')))()
-    path = runs_dir / name
-    suffix = 1
-    while path.exists():
-        path = runs_dir / f'{name}-{suffix}'
-        suffix += 1
-    path.mkdir(parents=True)
-    write_json_atomic(path / CONFIG_FILE, config.to_dict())
-    return path
-
-
-def link_latest(runs_dir: Path, run_dir: Path) -> None:
-    """Point ``runs/latest`` at ``run_dir`` (replaced atomically)."""
-    link = runs_dir / 'latest'
-    tmp = runs_dir / '.latest.tmp'
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    target = os.path.relpath(run_dir, runs_dir)
-    tmp.symlink_to(target)
-    os.replace(tmp, link)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,122 +201,6 @@ def step_vla(ctx: RunContext, out: Path) -> dict:
             'final_l1': summary['final_l1'], 'train_seconds': round(summary['seconds'], 1)}
 
 
-def console_script(package: str, name: str) -> Path:
-    """Path of a colcon-installed console script; a clear error when the build is missing."""
-    path = ROOT / 'install' / package / 'lib' / package / name
-    if not path.exists():
-        raise DemoError(f'{path} not found: run `make bootstrap` (or scripts/bootstrap.sh) '
-                        'to build the workspace')
-    return path
-
-
-class DemoError(Exception):
-    """A problem the user can fix; printed without a traceback."""
-
-
-class NodeProcess:
-    """A node in its own process group, output to a log file; stopped with SIGINT, then killed."""
-
-    def __init__(self, executable: Path, name: str, params_file: Path | None, params: dict,
-                 log_dir: Path, env: dict):
-        self.name = name
-        args = [str(executable), '--ros-args', '-r', f'__node:={name}']
-        if params_file is not None:
-            args += ['--params-file', str(params_file)]
-        for key, value in params.items():
-            args += ['-p', f'{key}:={value}']
-        self.args = args
-        self.log_path = log_dir / f'{name}.log'
-        self._log = open(self.log_path, 'a')
-        self.process = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=dict(env, PYTHONUNBUFFERED='1', RCUTILS_LOGGING_BUFFERED_STREAM='0'))
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.alive():
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self._log.close()
-
-    def tail(self, lines: int = 15) -> str:
-        self._log.flush()
-        return '\n'.join(self.log_path.read_text(errors='replace').splitlines()[-lines:])
-
-
-def ros_environment() -> dict:
-    """Environment of the node processes (and this one): private DDS domain on localhost."""
-    env = dict(os.environ)
-    # A random private domain keeps the demo's nodes from meeting other ROS graphs (or a second
-    # demo) on this machine; the user's choice wins when set.
-    env.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(30, 99)))
-    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    return env
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Read a JSON-lines file; a torn last line (killed mid-write) is ignored."""
-    records = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                break
-    return records
-
-
-def resume_episode_log(out: Path) -> tuple[Path, Path, Path, list[dict]]:
-    """Prepare ``out`` for node episodes; return (bags, logs, episodes file, finished records).
-
-    Episodes finished by an interrupted attempt are kept; a bag without a result line was cut
-    mid-episode and is deleted, so that episode runs again.
-    """
-    bags, logs = out / 'bags', out / 'logs'
-    bags.mkdir(exist_ok=True)
-    logs.mkdir(exist_ok=True)
-    episodes_file = out / 'episodes.jsonl'
-    done = read_jsonl(episodes_file)
-    # Rewrite without a torn last line (killed mid-write), atomically.
-    tmp = episodes_file.with_suffix('.tmp')
-    tmp.write_text(''.join(json.dumps(r) + '\n' for r in done))
-    os.replace(tmp, episodes_file)
-    finished = {Path(r['bag_path']).name for r in done if r['bag_path']}
-    for bag in bags.iterdir():
-        if bag.name not in finished:
-            shutil.rmtree(bag, ignore_errors=True)
-    return bags, logs, episodes_file, done
-
-
-def success_row(rows: list[dict]) -> dict:
-    """Successes, rate and 95% Wilson interval of episode records (or outcomes)."""
-    from spiral_policy.sim_evaluation import wilson_interval
-
-    successes = sum(bool(r['success']) for r in rows)
-    low, high = wilson_interval(successes, len(rows))
-    return {'successes': successes, 'episodes': len(rows),
-            'rate': successes / max(1, len(rows)), 'wilson95': [low, high]}
-
-
-def node_summary(records: list[dict], tasks) -> dict:
-    per_task = {}
-    for task in tasks:
-        rows = [r for r in records if r['task'] == task]
-        per_task[task] = dict(success_row(rows),
-                              mean_return=sum(r['episode_return'] for r in rows)
-                              / max(1, len(rows)),
-                              reward_messages=sum(r['reward_messages'] for r in rows))
-    for record in records:
-        record['bag_path'] = str(Path('bags') / Path(record['bag_path']).name)
-    return per_task
-
-
 def step_rollouts(ctx: RunContext, out: Path) -> dict:
     config = ctx.config
     bags, logs, episodes_file, done = resume_episode_log(out)
@@ -454,110 +209,43 @@ def step_rollouts(ctx: RunContext, out: Path) -> dict:
     seen = {(r['task'], r['seed']) for r in done}
     todo = [item for item in todo if item not in seen]
     if todo:
-        run_node_episodes(ctx, todo, bags, logs, episodes_file, {}, 'rollouts')
+        run_node_episodes(sim_graph(ctx), todo, bags, logs, episodes_file, 'rollouts')
     records = read_jsonl(episodes_file)
     print(f'  {len(records)} rollouts recorded', flush=True)
     return {'per_task': node_summary(records, config.tasks), 'episodes': records,
             'bags': 'bags'}
 
 
-def run_node_episodes(ctx: RunContext, todo: list, bags: Path, logs: Path,
-                      episodes_file: Path, policy_params: dict, label: str) -> None:
-    """Start the three nodes, run the episodes as RunEpisode goals, stop the nodes."""
-    from tqdm import tqdm
-
+def sim_graph(ctx: RunContext, policy_params: dict | None = None) -> SimGraph:
+    """Describe the three nodes with this run's reward model and base VLA."""
     config = ctx.config
-    env = ctx.env
-    reward_checkpoint = ctx.step_dir('reward') / ctx.results['reward']['checkpoint']
-    vla_checkpoint = ctx.step_dir('vla') / ctx.results['vla']['checkpoint']
-    rate = config.control_rate
-    nodes = []
-    client = None
-    try:
-        # One sim step per control step (sim_rate = control_rate): the VLA was cloned from
-        # demonstrations with one action per simulator step.
-        nodes.append(NodeProcess(console_script('sarm2_sim', 'sim_node'), 'sim_node',
-                                 ROOT / 'config' / 'sim_node.yaml',
-                                 {'task': config.tasks[0], 'image_size': IMAGE_SIZE,
-                                  'sim_rate': rate, 'camera_rate': rate,
-                                  'joint_state_rate': rate * 2, 'max_linear_speed': 0.8,
-                                  'seed': config.seed}, logs, env))
-        nodes.append(NodeProcess(console_script('sarm2_reward', 'reward_node'), 'reward_node',
-                                 ROOT / 'config' / 'reward_node.yaml',
-                                 {'checkpoint': reward_checkpoint, 'autostart': 'true',
-                                  'torch_threads': 1, 'task': config.tasks[0]}, logs, env))
-        nodes.append(NodeProcess(console_script('spiral_policy', 'policy_node'), 'policy_node',
-                                 ROOT / 'config' / 'policy_node.yaml',
-                                 {'checkpoint': vla_checkpoint, 'autostart': 'true',
-                                  'bag_directory': bags, 'success_source': 'sim',
-                                  'max_steps': config.max_steps, 'control_rate': rate,
-                                  'time_limit': 4.0 * config.max_steps / rate + 10.0,
-                                  'start_timeout': 30.0, **policy_params}, logs, env))
-        from spiral_policy.ros.demo_client import EpisodeClient
-
-        def alive():
-            return all(node.alive() for node in nodes)
-
-        client = EpisodeClient('/policy_node/run_episode', alive=alive)
-        print(f'  nodes started (ROS_DOMAIN_ID={env["ROS_DOMAIN_ID"]}, logs in {logs}); '
-              'waiting for them to come up', flush=True)
-        client.wait_ready(timeout=180.0)
-        bar = tqdm(todo, desc=label, unit='episode')
-        for task, seed in bar:
-            result = client.run_episode(task, seed, record=True, max_steps=config.max_steps,
-                                        timeout=8.0 * config.max_steps / rate + 60.0)
-            if not result['bag_path']:
-                raise DemoError(f'the policy node recorded no bag for {task} seed {seed} '
-                                f'(reason {result["reason"]!r})')
-            with open(episodes_file, 'a') as stream:
-                stream.write(json.dumps(result) + '\n')
-                stream.flush()
-                os.fsync(stream.fileno())
-            bar.set_postfix(task=task[:12], success=result['success'],
-                            rewards=result['reward_messages'])
-    except (RuntimeError, TimeoutError) as error:
-        tails = '\n'.join(f'--- {n.log_path}\n{n.tail()}' for n in nodes)
-        raise DemoError(f'rollouts failed: {error}\n{tails}') from error
-    finally:
-        if client is not None:
-            client.close()
-        for node in reversed(nodes):
-            node.stop()
-
-
-def spiral_config_dict(ctx: RunContext) -> dict:
-    from spiral_policy.spiral.config import SpiralConfig
-
-    config = SpiralConfig(chunk_size=8, feature_image_size=16, hidden_dim=128, batch_size=128,
-                          updates=ctx.config.spiral_updates, mc_alpha=0.5, reward_source='dense',
-                          residual_scale=0.2, beta=2.0, best_of_k=8, candidate_noise=0.1)
-    return json.loads(config.to_json())
+    return SimGraph(
+        reward_checkpoint=ctx.step_dir('reward') / ctx.results['reward']['checkpoint'],
+        vla_checkpoint=ctx.step_dir('vla') / ctx.results['vla']['checkpoint'],
+        task=config.tasks[0], image_size=IMAGE_SIZE, max_steps=config.max_steps,
+        control_rate=config.control_rate, seed=config.seed, env=ctx.env,
+        policy_params=policy_params or {})
 
 
 def step_spiral(ctx: RunContext, out: Path) -> dict:
+    from .spiral_loop import run_spiral_update, spiral_config_for
+
+    vla_checkpoint = ctx.step_dir('vla') / ctx.results['vla']['checkpoint']
     config_path = out / 'spiral_config.json'
-    config_path.write_text(json.dumps(spiral_config_dict(ctx), indent=1))
+    config_path.write_text(json.dumps(spiral_config_for(vla_checkpoint,
+                                                        ctx.config.spiral_updates), indent=1))
     residuals, used, skipped, model_ids, seconds = {}, 0, 0, set(), 0.0
     returns = {True: [], False: []}
     # One residual per task, as in bench/spiral.py: each round trains on that task's bags only
     # (spiral_update skips and reports the other task's episodes).
     for task in ctx.config.tasks:
         residual = out / f'residual-{task}'
-        args = [str(console_script('spiral_policy', 'spiral_update')),
-                str(ctx.step_dir('rollouts') / 'bags'), '--out', str(residual),
-                '--reward-checkpoint',
-                str(ctx.step_dir('reward') / ctx.results['reward']['checkpoint']),
-                '--reward', 'sarm2', '--method', 'spiral', '--config', str(config_path),
-                '--base-checkpoint',
-                str(ctx.step_dir('vla') / ctx.results['vla']['checkpoint']),
-                '--task', task, '--updates', str(ctx.config.spiral_updates),
-                '--seed', str(ctx.config.seed), '--round', '1', '--threads', '1']
-        print(f'  spiral_update for {task}', flush=True)
-        completed = subprocess.run(args, env=ctx.env)
-        if completed.returncode != 0:
-            raise DemoError(f'spiral_update exited with {completed.returncode}: '
-                            f'{" ".join(args)}')
-        report = json.loads((residual / 'round_report.json').read_text())
+        report = run_spiral_update(
+            [ctx.step_dir('rollouts') / 'bags'], residual,
+            reward_checkpoint=ctx.step_dir('reward') / ctx.results['reward']['checkpoint'],
+            base_checkpoint=vla_checkpoint, task=task, config_file=config_path,
+            updates=ctx.config.spiral_updates, seed=ctx.config.seed, round_number=1,
+            env=ctx.env)
         for episode in report['episodes']:
             returns[bool(episode['success'])].append(episode['dense_return'])
         residuals[task] = residual.name
@@ -592,8 +280,8 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict:
         todo = [(task, EVAL_SEED + 100 * t + i) for i in range(config.node_eval_episodes)]
         todo = [item for item in todo if item not in seen]
         if todo:
-            run_node_episodes(ctx, todo, bags, logs, episodes_file,
-                              {'residual_checkpoint': residuals[task]}, f'base+residual {task}')
+            graph = sim_graph(ctx, {'residual_checkpoint': residuals[task]})
+            run_node_episodes(graph, todo, bags, logs, episodes_file, f'base+residual {task}')
     records = read_jsonl(episodes_file)
     nodes = node_summary(records, config.tasks)
     # 2. base vs base + residual on the same initial states, in-process (the simulated arm's
@@ -647,20 +335,6 @@ def _fmt(value, digits: int = 4) -> str:
     return 'n/a' if value is None else f'{value:.{digits}f}'
 
 
-def _rate(row: dict) -> str:
-    low, high = row['wilson95']
-    return f'{row["successes"]}/{row["episodes"]} = {row["rate"]:.0%} [{low:.2f}, {high:.2f}]'
-
-
-def verdict(base: dict, improved: dict) -> str:
-    """Compare two success rates by their 95% Wilson intervals (overlap: not significant)."""
-    if improved['wilson95'][0] > base['wilson95'][1]:
-        return 'better (intervals apart)'
-    if improved['wilson95'][1] < base['wilson95'][0]:
-        return 'worse (intervals apart)'
-    return 'no significant change'
-
-
 def summary_tables(results: dict) -> tuple[list[list[str]], list[list[str]]]:
     """Rows (header first) of the reward-model table and of the success-rate table."""
     reward = [['model', 'value MSE', 'VOC', 'primitive acc', 'success AUROC', 'pairwise acc',
@@ -673,24 +347,10 @@ def summary_tables(results: dict) -> tuple[list[list[str]], list[list[str]]]:
                 'base+residual, in-process', 'in-process verdict']]
     for task, nodes in results['rollouts']['per_task'].items():
         evaluated = results['evaluate']['per_task'][task]
-        success.append([task, _rate(nodes), _rate(evaluated['improved_nodes']),
-                        _rate(evaluated['base']), _rate(evaluated['improved']),
+        success.append([task, rate_cell(nodes), rate_cell(evaluated['improved_nodes']),
+                        rate_cell(evaluated['base']), rate_cell(evaluated['improved']),
                         verdict(evaluated['base'], evaluated['improved'])])
     return reward, success
-
-
-def text_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ['  '.join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    lines.insert(1, '  '.join('-' * w for w in widths))
-    return '\n'.join(lines)
-
-
-def html_table(rows: list[list[str]]) -> str:
-    head = ''.join(f'<th>{html.escape(c)}</th>' for c in rows[0])
-    body = ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in row) + '</tr>'
-                   for row in rows[1:])
-    return f'<table><tr>{head}</tr>{body}</table>'
 
 
 def plot_report(out: Path, results: dict) -> list[str]:
@@ -800,9 +460,7 @@ def write_report(out: Path, results: dict, config: DemoConfig, timings: dict,
                                             for f in fields(config)]
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>SARM2 + SPIRAL demo {html.escape(run_name)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;
-font-size:14px}}th{{background:#eee}}</style></head><body>
+<style>{HTML_STYLE}</style></head><body>
 <h1>SARM2 + SPIRAL demo: run {html.escape(run_name)}</h1>
 <p>Every number on this page was produced by this run.</p>
 <h2>Reward model vs baselines</h2>{html_table(reward_rows)}
@@ -894,7 +552,7 @@ def main(argv=None) -> int:
         link_latest(args.runs_dir, run_dir)
     env = ros_environment()
     # This process talks to the nodes too, so it joins their DDS domain before rclpy starts.
-    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE')})
+    join_ros_environment(env)
     # One thread: these small networks run faster single-threaded on a shared 2-core machine.
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     print(f'demo run: {run_dir} (config {json.dumps(config.to_dict())})', flush=True)
@@ -907,7 +565,7 @@ def main(argv=None) -> int:
         print(f'\ninterrupted; run `{again}` again to continue {run_dir} '
               '(finished steps are kept)', file=sys.stderr)
         return 130
-    except DemoError as error:
+    except RunError as error:
         print(f'demo: {error}', file=sys.stderr)
         return 1
     print('\n' + ctx.results['report']['summary'])

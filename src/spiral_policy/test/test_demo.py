@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from spiral_policy import demo
-from spiral_policy.demo import DemoConfig, RunContext, Step
+from spiral_policy import demo, report_tables, run_steps, sim_graph
+from spiral_policy.demo import DemoConfig
+from spiral_policy.run_steps import RunContext, Step
 
 
 class Recorder:
@@ -38,7 +39,7 @@ def config():
 def test_completed_steps_are_skipped_on_the_next_run(tmp_path, config):
     recorder = Recorder()
     steps = make_steps(recorder)
-    records = demo.run_steps(RunContext(tmp_path, config), steps, log=lambda m: None)
+    records = run_steps.run_steps(RunContext(tmp_path, config), steps, log=lambda m: None)
     assert recorder.calls == ['one', 'two', 'three']
     assert records['three']['result'] == {'name': 'three', 'seen': ['one', 'two']}
     assert (tmp_path / 'two' / 'output.txt').read_text() == 'two 2'
@@ -46,7 +47,7 @@ def test_completed_steps_are_skipped_on_the_next_run(tmp_path, config):
 
     again = Recorder()
     ctx = RunContext(tmp_path, config)
-    demo.run_steps(ctx, make_steps(again), log=lambda m: None)
+    run_steps.run_steps(ctx, make_steps(again), log=lambda m: None)
     assert again.calls == []
     # Results of skipped steps are still available to later steps and the report.
     assert ctx.results['one'] == {'name': 'one', 'seen': []}
@@ -56,28 +57,28 @@ def test_a_step_interrupted_midway_is_redone_from_scratch(tmp_path, config):
     recorder = Recorder()
     recorder.fail_in = 'two'
     with pytest.raises(KeyboardInterrupt):
-        demo.run_steps(RunContext(tmp_path, config), make_steps(recorder), log=lambda m: None)
+        run_steps.run_steps(RunContext(tmp_path, config), make_steps(recorder), log=lambda m: None)
     assert recorder.calls == ['one', 'two']
-    assert demo.is_done(tmp_path, 'one') and not demo.is_done(tmp_path, 'two')
+    assert run_steps.is_done(tmp_path, 'one') and not run_steps.is_done(tmp_path, 'two')
     assert not (tmp_path / 'two').exists() and (tmp_path / 'two.partial' / 'output.txt').exists()
 
     # A stale leftover from the interrupted attempt must not survive into the redone step.
     (tmp_path / 'two.partial' / 'stale').write_text('half-written')
     resumed = Recorder()
-    demo.run_steps(RunContext(tmp_path, config), make_steps(resumed), log=lambda m: None)
+    run_steps.run_steps(RunContext(tmp_path, config), make_steps(resumed), log=lambda m: None)
     assert resumed.calls == ['two', 'three']
     assert not (tmp_path / 'two' / 'stale').exists()
-    assert demo.read_step(tmp_path, 'two')['result']['seen'] == ['one']
+    assert run_steps.read_step(tmp_path, 'two')['result']['seen'] == ['one']
 
 
 def test_resumable_steps_see_their_interrupted_attempt(tmp_path, config):
     recorder = Recorder()
     recorder.fail_in = 'two'
     with pytest.raises(KeyboardInterrupt):
-        demo.run_steps(RunContext(tmp_path, config), make_steps(recorder, ('two',)),
+        run_steps.run_steps(RunContext(tmp_path, config), make_steps(recorder, ('two',)),
                        log=lambda m: None)
     (tmp_path / 'two.partial' / 'episode-0').write_text('finished episode')
-    demo.run_steps(RunContext(tmp_path, config), make_steps(Recorder(), ('two',)),
+    run_steps.run_steps(RunContext(tmp_path, config), make_steps(Recorder(), ('two',)),
                    log=lambda m: None)
     assert (tmp_path / 'two' / 'episode-0').read_text() == 'finished episode'
 
@@ -86,7 +87,7 @@ def test_a_step_directory_without_completion_record_is_not_trusted(tmp_path, con
     (tmp_path / 'one').mkdir()
     (tmp_path / 'one' / 'output.txt').write_text('unknown origin')
     recorder = Recorder()
-    demo.run_steps(RunContext(tmp_path, config), make_steps(recorder), log=lambda m: None)
+    run_steps.run_steps(RunContext(tmp_path, config), make_steps(recorder), log=lambda m: None)
     assert recorder.calls[0] == 'one'
     assert (tmp_path / 'one' / 'output.txt').read_text() == 'one 1'
 
@@ -98,38 +99,38 @@ def test_run_selection_resumes_fresh_and_named(tmp_path, config):
     def now():
         return next(names)
 
-    first = demo.select_run(tmp_path, config, steps, now=now)
+    first = run_steps.select_run(tmp_path, config, steps, now=now)
     assert first.name == '20260101-000000'
     assert json.loads((first / 'config.json').read_text()) == config.to_dict()
     # unfinished run with the same config: resumed
-    assert demo.select_run(tmp_path, config, steps, now=now) == first
+    assert run_steps.select_run(tmp_path, config, steps, now=now) == first
     # --fresh: a new run even though one is unfinished
-    fresh = demo.select_run(tmp_path, config, steps, fresh=True, now=now)
+    fresh = run_steps.select_run(tmp_path, config, steps, fresh=True, now=now)
     assert fresh.name == '20260101-000001'
-    assert demo.select_run(tmp_path, config, steps, now=now) == fresh
+    assert run_steps.select_run(tmp_path, config, steps, now=now) == fresh
     # a different configuration never resumes this one
     other = DemoConfig(demos_per_task=5, eval_episodes=2)
-    assert demo.select_run(tmp_path, other, steps, now=now).name == '20260101-000002'
+    assert run_steps.select_run(tmp_path, other, steps, now=now).name == '20260101-000002'
     # a finished run is not resumed
-    demo.run_steps(RunContext(fresh, config), steps, log=lambda m: None)
-    assert demo.select_run(tmp_path, config, steps, now=now) == first
+    run_steps.run_steps(RunContext(fresh, config), steps, log=lambda m: None)
+    assert run_steps.select_run(tmp_path, config, steps, now=now) == first
     named = tmp_path / 'mine'
-    assert demo.select_run(tmp_path, config, steps, run=named) == named
+    assert run_steps.select_run(tmp_path, config, steps, run=named) == named
     assert (named / 'config.json').is_file()
 
 
 def test_latest_link_points_at_the_run(tmp_path):
     for name in ('a', 'b'):
         (tmp_path / name).mkdir()
-        demo.link_latest(tmp_path, tmp_path / name)
+        run_steps.link_latest(tmp_path, tmp_path / name)
         assert (tmp_path / 'latest').resolve() == (tmp_path / name).resolve()
 
 
 def test_torn_last_jsonl_line_is_ignored(tmp_path):
     path = tmp_path / 'episodes.jsonl'
     path.write_text('{"a": 1}\n{"a": 2}\n{"a": ')
-    assert demo.read_jsonl(path) == [{'a': 1}, {'a': 2}]
-    assert demo.read_jsonl(tmp_path / 'missing.jsonl') == []
+    assert run_steps.read_jsonl(path) == [{'a': 1}, {'a': 2}]
+    assert run_steps.read_jsonl(tmp_path / 'missing.jsonl') == []
 
 
 def test_config_validation_names_the_problem():
@@ -187,9 +188,9 @@ def test_report_holds_tables_plots_and_html(tmp_path, config):
 
 
 def test_verdict_needs_separated_intervals():
-    assert demo.verdict(rate(5, 50), rate(45, 50)) == 'better (intervals apart)'
-    assert demo.verdict(rate(45, 50), rate(5, 50)) == 'worse (intervals apart)'
-    assert demo.verdict(rate(4, 10), rate(6, 10)) == 'no significant change'
+    assert report_tables.verdict(rate(5, 50), rate(45, 50)) == 'better (intervals apart)'
+    assert report_tables.verdict(rate(45, 50), rate(5, 50)) == 'worse (intervals apart)'
+    assert report_tables.verdict(rate(4, 10), rate(6, 10)) == 'no significant change'
 
 
 def test_interrupted_episode_bags_are_dropped_and_finished_ones_kept(tmp_path):
@@ -199,7 +200,7 @@ def test_interrupted_episode_bags_are_dropped_and_finished_ones_kept(tmp_path):
         (bags / name / 'data.mcap').write_bytes(b'bag')
     record = {'task': 't', 'seed': 1, 'success': True, 'bag_path': str(bags / 'finished')}
     (tmp_path / 'episodes.jsonl').write_text(json.dumps(record) + '\n{"task": "t", "se')
-    _, logs, episodes_file, done = demo.resume_episode_log(tmp_path)
+    _, logs, episodes_file, done = sim_graph.resume_episode_log(tmp_path)
     assert done == [record] and logs.is_dir()
     assert sorted(p.name for p in bags.iterdir()) == ['finished']
     assert episodes_file.read_text() == json.dumps(record) + '\n'
@@ -208,7 +209,7 @@ def test_interrupted_episode_bags_are_dropped_and_finished_ones_kept(tmp_path):
 def test_node_summary_counts_successes_and_live_rewards():
     records = [{'task': 'a', 'success': s, 'episode_return': 0.5, 'reward_messages': 10,
                 'bag_path': f'/x/bags/e{i}'} for i, s in enumerate((True, False, True))]
-    summary = demo.node_summary(records, ['a', 'b'])
+    summary = sim_graph.node_summary(records, ['a', 'b'])
     assert summary['a']['successes'] == 2 and summary['a']['episodes'] == 3
     assert summary['a']['reward_messages'] == 30
     assert summary['b']['episodes'] == 0

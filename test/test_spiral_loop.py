@@ -1,0 +1,105 @@
+"""`spiral_loop` end to end: rollouts through the three node processes, an update, redeploy.
+
+A tiny run (one task, one round, two episodes per round) of the real CLI: sim_node,
+reward_node and policy_node over DDS, rosbag2 bags, the ``spiral_update`` CLI relabelling them,
+the residual deployed through the policy node's ``residual_checkpoint``, the report. A second
+invocation resumes the finished run without redoing anything.
+"""
+
+import json
+from pathlib import Path
+import subprocess
+
+import pytest
+
+from ros_harness import console_script
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+TASK = 'reach-v3'
+
+
+@pytest.fixture(scope='module')
+def checkpoints(tmp_path_factory):
+    """Tiny random SARM2 and compact VLA checkpoints that fit the simulated arm."""
+    import torch
+
+    from sarm2_reward.checkpoint import save_checkpoint as save_reward
+    from sarm2_reward.model import Sarm2Config, Sarm2Model
+    from spiral_policy.compact_vla import CompactVla, CompactVlaConfig
+    from spiral_policy.compact_vla import save_checkpoint as save_policy
+
+    root = tmp_path_factory.mktemp('loop_checkpoints')
+    torch.manual_seed(0)
+    reward = save_reward(Sarm2Model(Sarm2Config(
+        cameras=('corner',), image_size=32, cnn_channels=(4, 8), frame_embed_dim=16, d_model=16,
+        n_heads=2, stage_layers=1, value_layers=1, num_experts=4, top_k=2, expert_hidden=8)),
+        root / 'sarm2')
+    policy = save_policy(CompactVla(CompactVlaConfig(
+        image_size=32, chunk_size=4, d_model=16, num_heads=2, num_layers=1,
+        conv_channels=(8, 8), text_buckets=16)).eval(), root / 'vla')
+    return Path(reward), Path(policy)
+
+
+def run_loop(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([console_script('spiral_policy', 'spiral_loop'), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_loop_runs_a_round_through_the_nodes_and_resumes(checkpoints, tmp_path):
+    from sarm2_reward.bag_dataset import read_episode
+
+    reward, policy = checkpoints
+    run = tmp_path / 'run'
+    args = ['--reward-checkpoint', str(reward), '--base-checkpoint', str(policy),
+            '--tasks', TASK, '--rounds', '1', '--episodes-per-round', '2', '--max-steps', '16',
+            '--control-rate', '10', '--updates', '3', '--run', str(run)]
+    first = run_loop(args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    steps = ['round0-rollouts', 'round1-update', 'round1-rollouts', 'report']
+    assert all((run / s / 'step.json').is_file() for s in steps)
+    assert not list(run.glob('*.partial'))
+
+    records = {}
+    for r in (0, 1):
+        result = json.loads((run / f'round{r}-rollouts' / 'step.json').read_text())['result']
+        records[r] = result['episodes']
+        assert len(records[r]) == 2 and result['per_task'][TASK]['episodes'] == 2
+        assert all(e['reward_messages'] > 0 for e in records[r]), 'no live SARM2 rewards'
+    # fresh initial states every round
+    assert not {e['seed'] for e in records[0]} & {e['seed'] for e in records[1]}
+
+    # the update relabelled round 0's bags with the given reward model
+    update = run / 'round1-update' / f'residual-{TASK}'
+    report = json.loads((update / 'round_report.json').read_text())
+    assert len(report['episodes']) == 2 and report['reward_model_ids']
+    assert all(e['reward_model_id'] == report['reward_model_ids'][0]
+               for e in report['episodes'])
+    assert (update / 'actor.safetensors').is_file() and (update / 'critic.safetensors').is_file()
+
+    # round 1 ran base + residual: its bags say so
+    for episode in records[1]:
+        recorded = read_episode(run / 'round1-rollouts' / episode['bag_path'])
+        assert '+spiral:' in recorded.metadata['policy_id']
+        assert recorded.task == TASK
+    for episode in records[0]:
+        recorded = read_episode(run / 'round0-rollouts' / episode['bag_path'])
+        assert '+spiral:' not in recorded.metadata['policy_id']
+
+    summary = (run / 'report' / 'summary.txt').read_text()
+    assert 'base + residual round 1' in summary
+    assert (run / 'report' / 'rounds.png').stat().st_size > 1000
+    assert (run / 'rounds.png').is_file() and (run / 'report' / 'index.html').is_file()
+
+    again = run_loop(args, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count('done in an earlier run') == len(steps)
+
+
+def test_loop_rejects_a_missing_checkpoint_with_a_clear_message(checkpoints, tmp_path):
+    _, policy = checkpoints
+    result = run_loop(['--reward-checkpoint', str(tmp_path / 'nothing'), '--base-checkpoint',
+                       str(policy), '--runs-dir', str(tmp_path / 'runs')], timeout=120)
+    assert result.returncode == 2
+    assert 'reward_checkpoint' in result.stderr and 'nothing' in result.stderr
+    assert 'model.safetensors' in result.stderr
+    assert not (tmp_path / 'runs').exists()
