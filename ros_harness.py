@@ -8,6 +8,7 @@ import pathlib
 import signal
 import subprocess
 import time
+import uuid
 
 REPO = pathlib.Path(__file__).resolve().parent
 
@@ -124,3 +125,38 @@ def spin_until(node, condition, timeout: float, executor=None) -> bool:
         else:
             rclpy.spin_once(node, timeout_sec=0.05)
     return condition()
+
+
+def wait_until(condition, timeout: float) -> bool:
+    """Poll ``condition`` (another thread spins the node) until true or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def wait_future(future, timeout: float):
+    """Return the result of ``future``, completed by an executor spinning in another thread."""
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        assert time.monotonic() < deadline, 'timed out waiting for a ROS future'
+        time.sleep(0.01)
+    return future.result()
+
+
+def settle_discovery() -> None:
+    """Give DDS time to match the other direction of a connection one side already sees.
+
+    wait_for_server only proves the goal service's request side is matched; a goal sent at
+    once can lose its response while DDS still matches the reply side (seen on a busy host).
+    """
+    time.sleep(1.0)
+
+
+def unique_name(prefix: str = 'policy_node') -> str:
+    """Return ``prefix`` with a random suffix, a node name no earlier test has used.
+
+    A SIGKILLed node's DDS endpoints linger until their lease expires; a fresh name keeps a
+    later test from sending its goal to that ghost.
+    """
+    return f'{prefix}_{uuid.uuid4().hex[:8]}'

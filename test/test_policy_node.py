@@ -22,7 +22,7 @@ import uuid
 import numpy as np
 import pytest
 
-from ros_harness import NodeLauncher
+from ros_harness import NodeLauncher, settle_discovery, unique_name, wait_future
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / 'install' / 'spiral_policy' / 'lib' / 'spiral_policy' / 'policy_node'
@@ -181,26 +181,6 @@ class FakeArm:
         self._publisher.join(2)
         self.executor.shutdown()
         self.node.destroy_node()
-
-
-def settle_discovery() -> None:
-    # wait_for_server only proves the goal service's request side is matched; a goal sent at
-    # once can lose its response while DDS still matches the reply side (seen on a busy host).
-    time.sleep(1.0)
-
-
-def wait_future(future, timeout):
-    deadline = time.monotonic() + timeout
-    while not future.done():
-        assert time.monotonic() < deadline, 'timed out waiting for a ROS future'
-        time.sleep(0.01)
-    return future.result()
-
-
-def unique_name() -> str:
-    # A SIGKILLed node's DDS endpoints linger until their lease expires; a fresh name keeps a
-    # later test from sending its goal to that ghost.
-    return f'policy_node_{uuid.uuid4().hex[:8]}'
 
 
 def node_params(checkpoint, bag_dir, **extra):

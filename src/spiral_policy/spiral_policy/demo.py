@@ -138,6 +138,10 @@ def step_reward(ctx: RunContext, out: Path) -> dict:
 
     config = ctx.config
     train, test = split_by_task(load_demo_episodes(ctx), config.heldout_fraction)
+    if not any(e.success for e in train):
+        raise RunError(f'none of the {len(train)} training demonstrations succeeded: raise '
+                       f'--max-steps (now {config.max_steps}; the scripted experts need about '
+                       f'100-150 steps) or --demos-per-task (now {config.demos_per_task})')
     base_config = Sarm2Config(cameras=(CAMERA,), image_size=IMAGE_SIZE,
                               state_dim=train[0].joint_positions.shape[1])
     train_config = TrainConfig(steps=config.reward_steps, batch_size=32, seed=config.seed,

@@ -24,11 +24,15 @@ def image_to_rgb(msg) -> np.ndarray:
 
 
 def joint_positions(msg, names: list[str] | tuple[str, ...] = ()) -> np.ndarray:
-    """Positions of a sensor_msgs/JointState as float32, in ``names`` order if given.
+    """Positions of a sensor_msgs/JointState as float64, in ``names`` order if given.
+
+    Full precision: the safety filter starts an episode's step limit from these positions (a
+    float32 copy would let the first command exceed the limit by its rounding error); the policy
+    input is cast to float32 by ``PolicyObservation``.
 
     Raises ValueError naming the missing joints, or when positions and names disagree.
     """
-    positions = np.asarray(msg.position, dtype=np.float32)
+    positions = np.asarray(msg.position, dtype=np.float64)
     if not names:
         return positions
     if len(msg.name) != len(positions):
