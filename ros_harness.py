@@ -160,3 +160,27 @@ def unique_name(prefix: str = 'policy_node') -> str:
     later test from sending its goal to that ghost.
     """
     return f'{prefix}_{uuid.uuid4().hex[:8]}'
+
+
+def tiny_sim_checkpoints(root: pathlib.Path,
+                         vla_image_size: int = 16) -> tuple[pathlib.Path, pathlib.Path]:
+    """Tiny random SARM2 and compact VLA checkpoints that fit the simulated arm's corner camera.
+
+    Returns (reward checkpoint, policy checkpoint), saved as directories under ``root``.
+    """
+    import torch
+
+    from sarm2_reward.checkpoint import save_checkpoint as save_reward
+    from sarm2_reward.model import Sarm2Config, Sarm2Model
+    from spiral_policy.compact_vla import CompactVla, CompactVlaConfig
+    from spiral_policy.compact_vla import save_checkpoint as save_policy
+
+    torch.manual_seed(0)
+    reward = save_reward(Sarm2Model(Sarm2Config(
+        cameras=('corner',), image_size=32, cnn_channels=(4, 8), frame_embed_dim=16, d_model=16,
+        n_heads=2, stage_layers=1, value_layers=1, num_experts=4, top_k=2, expert_hidden=8)),
+        pathlib.Path(root) / 'sarm2')
+    policy = save_policy(CompactVla(CompactVlaConfig(
+        image_size=vla_image_size, chunk_size=4, d_model=16, num_heads=2, num_layers=1,
+        conv_channels=(8, 8), text_buckets=16)).eval(), pathlib.Path(root) / 'vla')
+    return pathlib.Path(reward), pathlib.Path(policy)

@@ -7,12 +7,11 @@ invocation resumes the finished run without redoing anything.
 """
 
 import json
-from pathlib import Path
 import subprocess
 
 import pytest
 
-from ros_harness import console_script
+from ros_harness import console_script, tiny_sim_checkpoints
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 TASK = 'reach-v3'
@@ -21,23 +20,7 @@ TASK = 'reach-v3'
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory):
     """Tiny random SARM2 and compact VLA checkpoints that fit the simulated arm."""
-    import torch
-
-    from sarm2_reward.checkpoint import save_checkpoint as save_reward
-    from sarm2_reward.model import Sarm2Config, Sarm2Model
-    from spiral_policy.compact_vla import CompactVla, CompactVlaConfig
-    from spiral_policy.compact_vla import save_checkpoint as save_policy
-
-    root = tmp_path_factory.mktemp('loop_checkpoints')
-    torch.manual_seed(0)
-    reward = save_reward(Sarm2Model(Sarm2Config(
-        cameras=('corner',), image_size=32, cnn_channels=(4, 8), frame_embed_dim=16, d_model=16,
-        n_heads=2, stage_layers=1, value_layers=1, num_experts=4, top_k=2, expert_hidden=8)),
-        root / 'sarm2')
-    policy = save_policy(CompactVla(CompactVlaConfig(
-        image_size=32, chunk_size=4, d_model=16, num_heads=2, num_layers=1,
-        conv_channels=(8, 8), text_buckets=16)).eval(), root / 'vla')
-    return Path(reward), Path(policy)
+    return tiny_sim_checkpoints(tmp_path_factory.mktemp('loop_checkpoints'), vla_image_size=32)
 
 
 def run_loop(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:

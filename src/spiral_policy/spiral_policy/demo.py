@@ -27,13 +27,12 @@ import json
 import logging
 import os
 from pathlib import Path
-import signal
 import sys
 import time
 
 from .report_tables import HTML_STYLE, html_table, rate_cell, text_table, verdict
-from .run_steps import (CONFIG_FILE, is_done, link_latest, read_jsonl, read_step, run_steps,
-                        RunContext, RunError, select_run, Step)
+from .run_steps import (CONFIG_FILE, execute, is_done, link_latest, read_jsonl, read_step,
+                        RunContext, RunError, select_run, Step, stop_on_sigterm)
 from .sim_graph import (join_ros_environment, node_summary,
                         resume_episode_log, ros_environment, run_node_episodes, SimGraph,
                         success_row, ROOT)
@@ -534,10 +533,6 @@ def config_from_args(args) -> DemoConfig:
     return DemoConfig(**values)
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
     """Run (or resume) the demo; 0 on success, 2 on bad input, 130 when interrupted."""
     args = build_parser().parse_args(argv)
@@ -550,8 +545,7 @@ def main(argv=None) -> int:
         print(f'demo: {error}', file=sys.stderr)
         return 2
     run_dir = select_run(args.runs_dir, config, STEPS, fresh=args.fresh, run=args.run)
-    # `kill` (SIGTERM) stops the demo like Ctrl-C: nodes are shut down, finished steps kept.
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     if args.run is None:
         link_latest(args.runs_dir, run_dir)
     env = ros_environment()
@@ -560,22 +554,8 @@ def main(argv=None) -> int:
     # One thread: these small networks run faster single-threaded on a shared 2-core machine.
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     print(f'demo run: {run_dir} (config {json.dumps(config.to_dict())})', flush=True)
-    ctx = RunContext(run_dir, config, env=env)
-    started = time.monotonic()
-    try:
-        run_steps(ctx, STEPS, log=lambda m: print(m, flush=True))
-    except KeyboardInterrupt:
-        again = 'make demo' + (f" ARGS='--run {args.run}'" if args.run else '')
-        print(f'\ninterrupted; run `{again}` again to continue {run_dir} '
-              '(finished steps are kept)', file=sys.stderr)
-        return 130
-    except RunError as error:
-        print(f'demo: {error}', file=sys.stderr)
-        return 1
-    print('\n' + ctx.results['report']['summary'])
-    print(f'\nreport: {run_dir / "report" / "index.html"} '
-          f'({time.monotonic() - started:.0f} s in this invocation)')
-    return 0
+    again = 'make demo' + (f" ARGS='--run {args.run}'" if args.run else '')
+    return execute(RunContext(run_dir, config, env=env), STEPS, 'demo', again)
 
 
 if __name__ == '__main__':

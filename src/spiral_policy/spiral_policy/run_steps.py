@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 import shutil
+import signal
+import sys
 import time
 from typing import Any, Callable
 
@@ -169,3 +171,35 @@ def append_jsonl(path: Path, record: dict) -> None:
         stream.write(json.dumps(record) + '\n')
         stream.flush()
         os.fsync(stream.fileno())
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """Make `kill` (SIGTERM) stop a run like Ctrl-C: nodes shut down, finished steps kept."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def execute(ctx: RunContext, steps: list[Step], program: str, resume_command: str,
+            log=None) -> int:
+    """Run the steps and print the report's summary; return the process exit code.
+
+    0 when every step finished, 1 on a ``RunError`` (printed without a traceback), 130 when
+    interrupted (with the command that resumes the run).
+    """
+    started = time.monotonic()
+    try:
+        run_steps(ctx, steps, log=log or (lambda message: print(message, flush=True)))
+    except KeyboardInterrupt:
+        print(f'\ninterrupted; run `{resume_command}` to continue {ctx.run_dir} '
+              '(finished steps and episodes are kept)', file=sys.stderr)
+        return 130
+    except RunError as error:
+        print(f'{program}: {error}', file=sys.stderr)
+        return 1
+    print('\n' + ctx.results['report']['summary'])
+    print(f'\nreport: {ctx.run_dir / "report" / "index.html"} '
+          f'({time.monotonic() - started:.0f} s in this invocation)')
+    return 0

@@ -22,14 +22,12 @@ import html
 import json
 import logging
 from pathlib import Path
-import signal
 import subprocess
 import sys
-import time
 
 from .report_tables import HTML_STYLE, html_table, rate_cell, text_table
-from .run_steps import (is_done, link_latest, read_jsonl, read_step, run_steps, RunContext,
-                        RunError, select_run, Step, write_json_atomic)
+from .run_steps import (execute, is_done, link_latest, read_jsonl, read_step, RunContext,
+                        RunError, select_run, Step, stop_on_sigterm, write_json_atomic)
 from .sim_graph import (console_script, join_ros_environment, node_summary, resume_episode_log,
                         ROOT, ros_environment, run_node_episodes, SimGraph)
 
@@ -409,10 +407,6 @@ def config_from_args(args) -> LoopConfig:
     return LoopConfig(**values)
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
     """Run (or resume) a loop; 0 on success, 2 on bad input, 1 on failure, 130 interrupted."""
     args = build_parser().parse_args(argv)
@@ -427,33 +421,20 @@ def main(argv=None) -> int:
         return 2
     steps = loop_steps(config)
     run_dir = select_run(args.runs_dir, config, steps, fresh=args.fresh, run=args.run)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     if args.run is None:
         link_latest(args.runs_dir, run_dir)
     env = ros_environment()
     join_ros_environment(env)
     print(f'spiral_loop run: {run_dir} (config {json.dumps(config.to_dict())})', flush=True)
     ctx = RunContext(run_dir, config, env=env)
-    started = time.monotonic()
 
     def log(message: str) -> None:
         print(message, flush=True)
         if message.startswith('[round') and '-rollouts] finished' in message:
             show_progress(ctx)
 
-    try:
-        run_steps(ctx, steps, log=log)
-    except KeyboardInterrupt:
-        print(f'\ninterrupted; run `spiral_loop --run {run_dir}` to continue '
-              '(finished steps and episodes are kept)', file=sys.stderr)
-        return 130
-    except RunError as error:
-        print(f'spiral_loop: {error}', file=sys.stderr)
-        return 1
-    print('\n' + ctx.results['report']['summary'])
-    print(f'\nreport: {run_dir / "report" / "index.html"} '
-          f'({time.monotonic() - started:.0f} s in this invocation)')
-    return 0
+    return execute(ctx, steps, 'spiral_loop', f'spiral_loop --run {run_dir}', log=log)
 
 
 if __name__ == '__main__':
