@@ -275,12 +275,15 @@ def plot_rounds(path: Path, rounds: list[dict], tasks) -> None:
 
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 3.6))
     x = [e['round'] for e in rounds]
-    for task in tasks:
+    for i, task in enumerate(tasks):
         rows = [e['per_task'][task] for e in rounds]
         rates = [r['rate'] for r in rows]
         errors = [[r['rate'] - r['wilson95'][0] for r in rows],
                   [r['wilson95'][1] - r['rate'] for r in rows]]
-        left.errorbar(x, rates, yerr=errors, marker='o', capsize=3, label=task)
+        # A small sideways shift per task keeps overlapping intervals readable.
+        shift = 0.06 * (i - (len(tasks) - 1) / 2)
+        left.errorbar([r + shift for r in x], rates, yerr=errors, marker='o', capsize=3,
+                      label=task)
         right.plot(x, [r['mean_return'] for r in rows], marker='o', label=task)
     left.set_ylim(-0.02, 1.05)
     left.set_ylabel('success rate (95% Wilson)')
