@@ -82,3 +82,14 @@ def load_catalogue(path: str | Path | None = None) -> dict[str, TaskSpec]:
 def task_names(catalogue: dict[str, TaskSpec], split: str | None = None) -> list[str]:
     """Names of the catalogue's tasks in file order, optionally only one split."""
     return [name for name, spec in catalogue.items() if split is None or spec.split == split]
+
+
+def check_tasks(tasks, catalogue: dict[str, TaskSpec] | None = None) -> tuple[str, ...]:
+    """Return ``tasks`` as a tuple; ValueError naming the unknown ones (or none given)."""
+    catalogue = load_catalogue() if catalogue is None else catalogue
+    tasks = tuple(tasks)
+    unknown = [task for task in tasks if task not in catalogue]
+    if not tasks or unknown:
+        raise ValueError(f'unknown task(s) {unknown or "(none given)"}; the catalogue has: '
+                         f'{", ".join(catalogue)}')
+    return tasks

@@ -34,7 +34,7 @@ from sarm2_reward.bag_io import (ACTION_TOPIC, action_message, BagWriter,
 from sarm2_reward.vocabulary import primitive_id
 from tqdm import tqdm
 
-from sarm2_sim.catalogue import load_catalogue, task_names
+from sarm2_sim.catalogue import check_tasks, load_catalogue, task_names
 from sarm2_sim.sim_arm import CAMERAS, SimArm, SimArmConfig
 
 MANIFEST_FILE = 'recording.json'
@@ -165,9 +165,7 @@ def record_demonstrations(out_dir, tasks, episodes_per_task, seed=0, noise=0.0,
                              image_size=int(image_size), cameras=tuple(cameras),
                              max_steps=int(max_steps))
     catalogue = load_catalogue()
-    unknown = [task for task in tasks if task not in catalogue]
-    if unknown:
-        raise ValueError(f'unknown tasks {unknown}; the catalogue has: {", ".join(catalogue)}')
+    check_tasks(tasks, catalogue)
     # bags of another recording (other settings, or no manifest) are replaced, never mixed in
     keep_finished = _check_out_dir(out_dir, config, overwrite)
 

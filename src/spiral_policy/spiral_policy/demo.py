@@ -66,13 +66,9 @@ class DemoConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from sarm2_sim.catalogue import load_catalogue
+        from sarm2_sim.catalogue import check_tasks
 
-        self.tasks = tuple(self.tasks)
-        known = load_catalogue()
-        unknown = [t for t in self.tasks if t not in known]
-        if not self.tasks or unknown:
-            raise ValueError(f'unknown task(s) {unknown}; choose from {sorted(known)}')
+        self.tasks = check_tasks(self.tasks)
         for name in ('demos_per_task', 'reward_steps', 'v1_steps', 'vla_steps', 'vla_batch_size',
                      'rollouts_per_task', 'max_steps', 'spiral_updates', 'eval_episodes',
                      'node_eval_episodes'):

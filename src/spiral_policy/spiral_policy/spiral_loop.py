@@ -59,13 +59,9 @@ class LoopConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from sarm2_sim.catalogue import load_catalogue
+        from sarm2_sim.catalogue import check_tasks
 
-        self.tasks = tuple(self.tasks)
-        known = load_catalogue()
-        unknown = [t for t in self.tasks if t not in known]
-        if not self.tasks or unknown:
-            raise ValueError(f'unknown task(s) {unknown}; choose from {sorted(known)}')
+        self.tasks = check_tasks(self.tasks)
         for name in ('rounds', 'episodes_per_round', 'max_steps', 'updates'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
