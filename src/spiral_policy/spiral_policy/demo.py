@@ -31,11 +31,10 @@ import sys
 import time
 
 from .report_tables import HTML_STYLE, html_table, rate_cell, text_table, verdict
-from .run_steps import (CONFIG_FILE, execute, is_done, link_latest, read_jsonl, read_step,
-                        RunContext, RunError, select_run, Step, stop_on_sigterm)
-from .sim_graph import (join_ros_environment, node_summary,
-                        resume_episode_log, ros_environment, run_node_episodes, SimGraph,
-                        success_row, ROOT)
+from .run_steps import (CONFIG_FILE, execute, is_done, read_jsonl, read_step, RunContext,
+                        RunError, Step)
+from .sim_graph import (node_summary, open_run, resume_episode_log, ROOT, run_node_episodes,
+                        SimGraph, success_row)
 
 RUNS = ROOT / 'runs'
 CAMERA = 'corner'
@@ -540,18 +539,12 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as error:
         print(f'demo: {error}', file=sys.stderr)
         return 2
-    run_dir = select_run(args.runs_dir, config, STEPS, fresh=args.fresh, run=args.run)
-    stop_on_sigterm()
-    if args.run is None:
-        link_latest(args.runs_dir, run_dir)
-    env = ros_environment()
-    # This process talks to the nodes too, so it joins their DDS domain before rclpy starts.
-    join_ros_environment(env)
+    ctx = open_run(args.runs_dir, config, STEPS, fresh=args.fresh, run=args.run)
     # One thread: these small networks run faster single-threaded on a shared 2-core machine.
     os.environ.setdefault('OMP_NUM_THREADS', '1')
-    print(f'demo run: {run_dir} (config {json.dumps(config.to_dict())})', flush=True)
+    print(f'demo run: {ctx.run_dir} (config {json.dumps(config.to_dict())})', flush=True)
     again = 'make demo' + (f" ARGS='--run {args.run}'" if args.run else '')
-    return execute(RunContext(run_dir, config, env=env), STEPS, 'demo', again)
+    return execute(ctx, STEPS, 'demo', again)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,8 @@ import shutil
 import signal
 import subprocess
 
-from .run_steps import append_jsonl, read_jsonl, RunError
+from .run_steps import (append_jsonl, link_latest, read_jsonl, RunContext, RunError,
+                        select_run, stop_on_sigterm)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -225,3 +226,19 @@ def run_node_episodes(graph: SimGraph, todo: list[tuple[str, int]], bags: Path, 
             client.close()
         for node in reversed(nodes):
             node.stop()
+
+
+def open_run(runs_dir: Path, config, steps: list, fresh: bool = False,
+             run: Path | None = None) -> RunContext:
+    """Select (or create) the run directory and prepare this process to drive the nodes.
+
+    ``runs_dir/latest`` points at the run unless ``run`` names it; SIGTERM stops the run like
+    Ctrl-C; this process joins the nodes' private DDS domain before rclpy starts.
+    """
+    run_dir = select_run(runs_dir, config, steps, fresh=fresh, run=run)
+    stop_on_sigterm()
+    if run is None:
+        link_latest(runs_dir, run_dir)
+    env = ros_environment()
+    join_ros_environment(env)
+    return RunContext(run_dir, config, env=env)

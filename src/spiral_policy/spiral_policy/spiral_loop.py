@@ -26,10 +26,10 @@ import subprocess
 import sys
 
 from .report_tables import HTML_STYLE, html_table, rate_cell, text_table
-from .run_steps import (execute, is_done, link_latest, read_jsonl, read_step, RunContext,
-                        RunError, select_run, Step, stop_on_sigterm, write_json_atomic)
-from .sim_graph import (console_script, join_ros_environment, node_summary, resume_episode_log,
-                        ROOT, ros_environment, run_node_episodes, SimGraph)
+from .run_steps import (CONFIG_FILE, execute, is_done, read_jsonl, read_step, RunContext,
+                        RunError, Step, write_json_atomic)
+from .sim_graph import (console_script, node_summary, open_run, resume_episode_log, ROOT,
+                        run_node_episodes, SimGraph)
 
 RUNS = ROOT / 'runs' / 'loops'
 DEMO_RUN = ROOT / 'runs' / 'latest'
@@ -411,29 +411,23 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     try:
-        if args.run is not None and (args.run / 'config.json').is_file():
-            config = LoopConfig(**json.loads((args.run / 'config.json').read_text()))
+        if args.run is not None and (args.run / CONFIG_FILE).is_file():
+            config = LoopConfig(**json.loads((args.run / CONFIG_FILE).read_text()))
         else:
             config = config_from_args(args)
     except (ValueError, TypeError) as error:
         print(f'spiral_loop: {error}', file=sys.stderr)
         return 2
     steps = loop_steps(config)
-    run_dir = select_run(args.runs_dir, config, steps, fresh=args.fresh, run=args.run)
-    stop_on_sigterm()
-    if args.run is None:
-        link_latest(args.runs_dir, run_dir)
-    env = ros_environment()
-    join_ros_environment(env)
-    print(f'spiral_loop run: {run_dir} (config {json.dumps(config.to_dict())})', flush=True)
-    ctx = RunContext(run_dir, config, env=env)
+    ctx = open_run(args.runs_dir, config, steps, fresh=args.fresh, run=args.run)
+    print(f'spiral_loop run: {ctx.run_dir} (config {json.dumps(config.to_dict())})', flush=True)
 
     def log(message: str) -> None:
         print(message, flush=True)
         if message.startswith('[round') and '-rollouts] finished' in message:
             show_progress(ctx)
 
-    return execute(ctx, steps, 'spiral_loop', f'spiral_loop --run {run_dir}', log=log)
+    return execute(ctx, steps, 'spiral_loop', f'spiral_loop --run {ctx.run_dir}', log=log)
 
 
 if __name__ == '__main__':

@@ -52,6 +52,7 @@ from .lifecycle import spin_lifecycle_node
 from ..reward_node_config import (APPLIED_ON_CONFIGURE, PARAMETER_DOCS, READ_ONLY,
                                   RewardNodeConfig)
 from ..stamp_pairing import StampPairer
+from ..task_instructions import catalogue_instruction
 
 JOINTS = 'joint_states'
 NS = 1_000_000_000
@@ -372,7 +373,7 @@ class RewardNode(LifecycleNode):
                 or msg.episode_id == self._episode_id:
             return
         task = msg.task or self._task
-        instruction = msg.instruction or _catalogue_instruction(task) or self._instruction
+        instruction = msg.instruction or catalogue_instruction(task) or self._instruction
         self.get_logger().info(f'episode {msg.episode_id} started ({task})')
         self._start_episode(msg.episode_id, task, instruction)
 
@@ -380,7 +381,7 @@ class RewardNode(LifecycleNode):
         if not request.task:
             response.success, response.message = False, 'task must not be empty'
             return response
-        instruction = request.instruction or _catalogue_instruction(request.task)
+        instruction = request.instruction or catalogue_instruction(request.task)
         if not instruction:
             response.success = False
             response.message = (f'no instruction given and task {request.task!r} is not in the '
@@ -413,16 +414,6 @@ class RewardNode(LifecycleNode):
         self._diagnostics_pub.publish(diagnostics_msg(
             report, self.get_clock().now().to_msg(), f'{self.get_name()}: reward',
             self._monitor.model_id or 'no model'))
-
-
-def _catalogue_instruction(task: str) -> str:
-    try:
-        from sarm2_sim.catalogue import load_catalogue
-
-        spec = load_catalogue().get(task)
-    except (ImportError, OSError, ValueError):
-        return ''
-    return spec.instruction if spec is not None else ''
 
 
 def _new_episode_id() -> str:

@@ -57,6 +57,7 @@ from sarm2_msgs.srv import ResetEpisode, SetTask
 from sarm2_reward import bag_io
 from sarm2_reward.ros.lifecycle import spin_lifecycle_node
 from sarm2_reward.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
+from sarm2_reward.task_instructions import catalogue_instruction
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -521,7 +522,7 @@ class PolicyNode(LifecycleNode):
     def _run_episode(self, goal_handle):
         goal = goal_handle.request
         result = RunEpisode.Result()
-        instruction = goal.instruction or _catalogue_instruction(goal.task)
+        instruction = goal.instruction or catalogue_instruction(goal.task)
         episode_id = uuid.uuid4().hex[:12]
         result.episode_id = episode_id
         problem = self._prepare_world(goal, instruction, episode_id)
@@ -769,16 +770,6 @@ class PolicyNode(LifecycleNode):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(msg)
-
-
-def _catalogue_instruction(task: str) -> str:
-    try:
-        from sarm2_sim.catalogue import load_catalogue
-
-        spec = load_catalogue().get(task)
-    except (ImportError, OSError, ValueError):
-        return ''
-    return spec.instruction if spec is not None else ''
 
 
 def _capture_time(msg, now: float) -> float:
