@@ -16,6 +16,10 @@ if [ -f "$_SARM2_ROOT/install/setup.sh" ]; then
   unset _sarm2_bin
 fi
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# Fast DDS's shared-memory transport stalled reliable camera topics here for ~2.5 s at a time
+# (a lost sample waits for the writer's next heartbeat), so the reward node saw frames in bursts
+# and dropped them. UDP over loopback delivers them evenly. Set DEFAULT to get SHM back.
+export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-UDPv4}"
 # MuJoCo's headless backend: EGL when available, else software OSMesa.
 if [ -z "${MUJOCO_GL:-}" ]; then
   if ldconfig -p 2>/dev/null | grep -q 'libEGL.so'; then export MUJOCO_GL=egl; else export MUJOCO_GL=osmesa; fi

@@ -536,7 +536,12 @@ def test_set_task_and_sim_time(ros, start_node, two_camera_checkpoint):
 
 
 def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros, start_node):
-    """The node publishes at the camera rate whatever the VLM does, and reports VLM faults."""
+    """The node answers every frame at once whatever the VLM does, and reports VLM faults.
+
+    Pace is judged from the node's own per-frame step time (StageReward.inference_time) and from
+    one reward per frame, not from arrival times: DDS on a loaded host can deliver frames in
+    bursts, which says nothing about whether the node waited for the VLM.
+    """
     from fake_vlm_server import FakeVlmServer
 
     server = FakeVlmServer()
@@ -545,8 +550,10 @@ def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros,
         node = start_node('backend:=lrm', f'lrm_endpoint:={server.url}', 'lrm_model:=test-vl',
                           'cameras:=[corner]', 'lrm_query_every:=4', 'lrm_timeout:=5.0',
                           'task:=reach-v3', 'instruction:=reach the goal', 'autostart:=true',
-                          # lossless input: the count measures the node's pace, not DDS loss
-                          'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100')
+                          # lossless input and a queue deep enough for a DDS burst: every
+                          # frame must get its own reward
+                          'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100',
+                          'queue_size:=100')
         probe = Probe(ros, reliable=True)
         assert probe.wait_connected(30), node.output()
         image = np.zeros((32, 32, 3), np.uint8)
@@ -563,19 +570,24 @@ def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros,
             return first_frame + frames
 
         frame = play(4.0, 0)
-        probe.spin_for(0.5)
+        assert probe.spin_until(lambda: len(probe.rewards) >= frame, 10), \
+            (len(probe.rewards), frame, probe.diag(), node.output())
         slow_count = len(probe.rewards)
-        # The output keeps pace with the 20 Hz camera although each VLM round takes ~1.5 s.
-        assert slow_count >= 0.75 * frame, (slow_count, frame, node.output())
-        diag = probe.wait_for_diag(lambda d: float(d.get('vlm_last_latency_s', 0)) >= 1.0, 10)
+        # Each frame cost the node milliseconds although each VLM round took ~1.5 s.
+        step_times = [m.inference_time for m in probe.rewards]
+        assert max(step_times) < 0.1, max(step_times)
+        # a report from after the last frame (reports published mid-burst lag behind)
+        diag = probe.wait_for_diag(lambda d: int(d.get('processed_frames', 0)) >= frame, 10)
+        assert float(diag['vlm_last_latency_s']) >= 1.0, diag
         assert int(diag['vlm_replaced_requests']) > 0, diag
+        assert int(diag['dropped_frames']) == 0, diag
         assert probe.rewards[-1].model_id == 'lrm:openai:test-vl:tri'
         assert probe.rewards[-1].progress == pytest.approx(0.4)
 
         server.behaviour = 'error'
         frame = play(3.0, frame)
-        probe.spin_for(0.5)
-        assert len(probe.rewards) - slow_count >= 0.75 * 60, node.output()
+        assert probe.spin_until(lambda: len(probe.rewards) >= frame, 10), node.output()
+        assert max(m.inference_time for m in probe.rewards[slow_count:]) < 0.1
         diag = probe.wait_for_diag(lambda d: int(d.get('vlm_http', 0)) > 0, 10)
         status = probe.diagnostics[-1]
         assert status.level == b'\x01' and 'VLM query failed (http)' in status.message, status

@@ -108,6 +108,7 @@ class LrmBackend(RewardBackend):
 
     def step(self, images: dict[str, np.ndarray], joint_positions: np.ndarray,
              stamp: float) -> RewardEstimate:
+        start = time.perf_counter()
         current = []
         for camera in self.cameras:
             image = images.get(camera)
@@ -124,18 +125,21 @@ class LrmBackend(RewardBackend):
                 self._last_query_image = current[0].copy()
                 self._lock.notify()
             answers = self._answers
+        # inference_time is what this call cost the node (never the VLM's round trip): it shows
+        # in every StageReward that the node did not wait for the VLM.
         if answers is None:
             # Before the first answer there is no evidence of progress: reward 0, not the
             # neutral tri value (0.17), which would reward doing nothing.
             return RewardEstimate(
                 primitive_probs=np.zeros(0, np.float32), group_probs=np.zeros(0, np.float32),
                 progress=0.0, value=-1.0, reward=0.0, success_probability=0.0,
-                model_id=self.model_id)
+                model_id=self.model_id, inference_time=time.perf_counter() - start)
         return RewardEstimate(
             primitive_probs=np.zeros(0, np.float32), group_probs=np.zeros(0, np.float32),
             progress=answers.progress, value=answers.progress - 1.0,
             reward=answers.reward(self.config.mode),
-            success_probability=float(answers.complete), model_id=self.model_id)
+            success_probability=float(answers.complete), model_id=self.model_id,
+            inference_time=time.perf_counter() - start)
 
     @property
     def staleness_frames(self) -> int:
