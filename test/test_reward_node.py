@@ -538,9 +538,9 @@ def test_set_task_and_sim_time(ros, start_node, two_camera_checkpoint):
 def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros, start_node):
     """The node answers every frame at once whatever the VLM does, and reports VLM faults.
 
-    Pace is judged from the node's own per-frame step time (StageReward.inference_time) and from
-    one reward per frame, not from arrival times: DDS on a loaded host can deliver frames in
-    bursts, which says nothing about whether the node waited for the VLM.
+    Pace is judged from the node's own per-frame step time (StageReward.inference_time) and its
+    count of processed frames, not from arrival times: DDS on a loaded host can deliver frames
+    in bursts, which says nothing about whether the node waited for the VLM.
     """
     from fake_vlm_server import FakeVlmServer
 
@@ -570,23 +570,25 @@ def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros,
             return first_frame + frames
 
         frame = play(4.0, 0)
-        assert probe.spin_until(lambda: len(probe.rewards) >= frame, 10), \
-            (len(probe.rewards), frame, probe.diag(), node.output())
-        slow_count = len(probe.rewards)
-        # Each frame cost the node milliseconds although each VLM round took ~1.5 s.
-        step_times = [m.inference_time for m in probe.rewards]
-        assert max(step_times) < 0.1, max(step_times)
-        # a report from after the last frame (reports published mid-burst lag behind)
-        diag = probe.wait_for_diag(lambda d: int(d.get('processed_frames', 0)) >= frame, 10)
+        # The node's own count: every frame processed, none dropped (a lossy output link on a
+        # loaded host may still lose a few rewards on their way to this probe).
+        diag = probe.wait_for_diag(lambda d: int(d.get('processed_frames', 0)) >= frame, 15)
+        assert int(diag.get('processed_frames', 0)) == frame, (diag, node.output())
+        assert int(diag['dropped_frames']) == 0, diag
         assert float(diag['vlm_last_latency_s']) >= 1.0, diag
         assert int(diag['vlm_replaced_requests']) > 0, diag
-        assert int(diag['dropped_frames']) == 0, diag
+        slow_count = len(probe.rewards)
+        # Each frame cost the node milliseconds although each VLM round took ~1.5 s.
+        assert slow_count >= frame // 2, slow_count
+        step_times = [m.inference_time for m in probe.rewards]
+        assert max(step_times) < 0.1, max(step_times)
         assert probe.rewards[-1].model_id == 'lrm:openai:test-vl:tri'
         assert probe.rewards[-1].progress == pytest.approx(0.4)
 
         server.behaviour = 'error'
         frame = play(3.0, frame)
-        assert probe.spin_until(lambda: len(probe.rewards) >= frame, 10), node.output()
+        diag = probe.wait_for_diag(lambda d: int(d.get('processed_frames', 0)) >= frame, 15)
+        assert int(diag.get('processed_frames', 0)) == frame, (diag, node.output())
         assert max(m.inference_time for m in probe.rewards[slow_count:]) < 0.1
         diag = probe.wait_for_diag(lambda d: int(d.get('vlm_http', 0)) > 0, 10)
         status = probe.diagnostics[-1]

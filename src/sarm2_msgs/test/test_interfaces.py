@@ -2,6 +2,7 @@
 
 import pathlib
 import sys
+import time
 
 import pytest
 
@@ -81,6 +82,9 @@ def test_run_episode_goal_round_trips(ros_context, tmp_path):
     feedback = []
     with peer_script('run_episode_server.py', tmp_path) as peer:
         assert client.wait_for_server(timeout_sec=30), peer.output()
+        # wait_for_server proves only the request side is matched; a goal sent at once can lose
+        # its response while DDS still matches the reply side (seen on a busy host).
+        time.sleep(1.0)
         goal = RunEpisode.Goal(task='pick-place-v3', instruction='place the puck', max_steps=321,
                                time_limit=12.5, seed=7, record=True)
         sent = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f))
