@@ -111,13 +111,15 @@ def synthetic_rollout(rng: np.random.Generator, name: str, length: int, success:
         frame_rewards=np.linspace(0, 0.1, length), success=success)
 
 
-def test_step_rewards_shift_dense_and_pay_sparse_on_last_action():
+def test_step_rewards_shift_dense_and_pay_the_outcome_on_the_last_action():
     rollout = synthetic_rollout(np.random.default_rng(0), 'e', 4, True)
     rollout.frame_rewards = np.array([0.0, 0.1, 0.2, 0.3])
-    np.testing.assert_allclose(step_rewards(rollout, 'dense'), [0.1, 0.2, 0.3, 0.0])
-    np.testing.assert_allclose(step_rewards(rollout, 'sparse'), [0, 0, 0, 1.0])
+    np.testing.assert_allclose(step_rewards(rollout, 'dense', 0.0), [0.1, 0.2, 0.3, 0.0])
+    np.testing.assert_allclose(step_rewards(rollout, 'dense', 1.0), [0.1, 0.2, 0.3, 1.0])
+    np.testing.assert_allclose(step_rewards(rollout, 'sparse', 1.0), [0, 0, 0, 1.0])
     rollout.success = False
-    np.testing.assert_allclose(step_rewards(rollout, 'sparse'), [0, 0, 0, 0])
+    np.testing.assert_allclose(step_rewards(rollout, 'dense', 1.0), [0.1, 0.2, 0.3, 0.0])
+    np.testing.assert_allclose(step_rewards(rollout, 'sparse', 1.0), [0, 0, 0, 0])
 
 
 def test_residual_is_zero_initialised_so_round_zero_is_the_base_policy():

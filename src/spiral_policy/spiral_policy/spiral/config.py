@@ -52,6 +52,10 @@ class SpiralConfig:
     candidate_noise: float = 0.1
     # Reward used to build transitions: dense per-frame rewards or sparse success only.
     reward_source: str = 'dense'
+    # Paid on the last action of a successful rollout, on top of the dense rewards: the observed
+    # outcome ranks a success above a near-miss the reward model scores almost as high. With
+    # reward_source 'sparse' it is the only reward.
+    success_reward: float = 1.0
     # RA-BC: a chunk's BC weight is clip(progress gain / kappa, 0, 1).
     rabc_kappa: float = 0.01
 
@@ -73,7 +77,7 @@ class SpiralConfig:
         if not 0.0 < self.polyak_tau <= 1.0:
             raise ValueError(f'SpiralConfig.polyak_tau must be in (0, 1], got {self.polyak_tau}')
         for name in ('residual_scale', 'target_noise', 'target_noise_clip', 'beta', 'actor_lr',
-                     'critic_lr', 'candidate_noise'):
+                     'critic_lr', 'candidate_noise', 'success_reward'):
             if getattr(self, name) < 0:
                 raise ValueError(f'SpiralConfig.{name} must be >= 0, got {getattr(self, name)}')
         if self.rabc_kappa <= 0:

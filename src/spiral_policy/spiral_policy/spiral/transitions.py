@@ -3,7 +3,7 @@
 Frame convention (as in ``sarm2_reward.episode``): ``actions[t]`` is issued after observing frame
 t, and the labelled per-frame reward ``frame_rewards[t]`` is the value change that arrives with
 frame t. The reward of action t is therefore ``frame_rewards[t + 1]``; the last action's outcome
-is never observed, so its dense reward is 0 (sparse success is paid on it instead).
+is never observed, so its dense reward is 0; the outcome (``success_reward``) is paid on it.
 """
 
 from dataclasses import dataclass, field
@@ -48,15 +48,19 @@ class Rollout:
         return len(self.joint_positions)
 
 
-def step_rewards(rollout: Rollout, reward_source: str) -> np.ndarray:
-    """Per-action rewards, float64 [T]: shifted dense rewards, or 1 on a successful last action."""
+def step_rewards(rollout: Rollout, reward_source: str, success_reward: float) -> np.ndarray:
+    """Per-action rewards, float64 [T], with the outcome paid on the last action.
+
+    'dense' shifts the per-frame rewards onto the actions that caused them; 'sparse' pays nothing
+    else. A successful rollout adds ``success_reward`` to its last action.
+    """
     rewards = np.zeros(len(rollout))
     if reward_source == 'dense':
         rewards[:-1] = np.asarray(rollout.frame_rewards, dtype=np.float64)[1:]
-    elif reward_source == 'sparse':
-        rewards[-1] = 1.0 if rollout.success else 0.0
-    else:
+    elif reward_source != 'sparse':
         raise ValueError(f'unknown reward source {reward_source!r}; use dense or sparse')
+    if rollout.success:
+        rewards[-1] += success_reward
     return rewards
 
 
@@ -113,9 +117,9 @@ def build_transitions(rollouts: list[Rollout], config: SpiralConfig) -> Transiti
                 f'rollout {rollout.episode_id}: base_chunks has shape {rollout.base_chunks.shape},'
                 f' expected {(len(starts), config.chunk_size, config.action_dim)} (one chunk per '
                 f'chunk start)')
-        rewards = step_rewards(rollout, config.reward_source)
+        rewards = step_rewards(rollout, config.reward_source, config.success_reward)
         totals, discounts = chunk_rewards(rewards, config.chunk_size, config.gamma)
-        dense = step_rewards(rollout, 'dense')
+        dense = step_rewards(rollout, 'dense', success_reward=0.0)
         gains, _ = chunk_rewards(dense, config.chunk_size, 1.0)
         count = len(starts)
         images = pool_images({c: rollout.images[c][starts] for c in config.cameras},
