@@ -1,6 +1,7 @@
 """Offline SPIRAL round from real rosbag2 files: relabel, skip bad bags, write a checkpoint."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.text_embedding import make_text_embedder
 from spiral_policy.spiral.config import SpiralConfig
 from spiral_policy.spiral.learner import read_metadata, SpiralLearner
-from spiral_policy.spiral.offline_update import main, prepare_round, REPORT_FILE
+from spiral_policy.spiral.offline_update import main, prepare_round, REPORT_FILE, RoundData
 from spiral_policy.spiral.relabel import Sarm2Labeler, TimeLinearLabeler
 # The autouse fixture also restores the thread count that main() sets for the process.
 from test_spiral_core import single_thread  # noqa: F401
@@ -154,3 +155,17 @@ def test_time_linear_labeler_gives_equal_reward_to_success_and_failure():
     labeler = TimeLinearLabeler()
     np.testing.assert_allclose(labeler.frame_rewards(success), labeler.frame_rewards(failure))
     np.testing.assert_allclose(labeler.frame_rewards(success).sum(), 1.0)
+
+
+def test_repeated_skip_reasons_are_logged_once_and_counted(caplog):
+    data = RoundData()
+    with caplog.at_level(logging.WARNING):
+        for name in ('a', 'b', 'c'):
+            data.skip(name, "episode is from task 'drawer-open-v3', this round trains 'push-v3'")
+        data.skip('d', 'no base actions recorded')
+        data.log_repeated_skips()
+    assert [s['episode_id'] for s in data.skipped] == ['a', 'b', 'c', 'd']
+    warnings = [r.getMessage() for r in caplog.records]
+    assert sum('drawer-open-v3' in w for w in warnings) == 2, warnings
+    assert any(w.startswith('skipped 2 more episodes:') for w in warnings), warnings
+    assert sum('no base actions' in w for w in warnings) == 1, warnings

@@ -11,6 +11,7 @@ training logs.
 """
 
 import argparse
+from collections import Counter
 from dataclasses import dataclass, field
 import json
 import logging
@@ -47,8 +48,17 @@ class RoundData:
     skipped: list[dict] = field(default_factory=list)
 
     def skip(self, episode_id: str, reason: str):
-        LOG.warning('skipping episode %s: %s', episode_id, reason)
+        # Logged once per reason (a per-task round skips every other task's episodes for the
+        # same reason); the report keeps every skipped episode.
+        if all(s['reason'] != reason for s in self.skipped):
+            LOG.warning('skipping episode %s: %s', episode_id, reason)
         self.skipped.append({'episode_id': episode_id, 'reason': reason})
+
+    def log_repeated_skips(self):
+        counts = Counter(s['reason'] for s in self.skipped)
+        for reason, count in counts.items():
+            if count > 1:
+                LOG.warning('skipped %d more episodes: %s', count - 1, reason)
 
 
 def episode_problem(episode: Episode, config: SpiralConfig, task: str | None) -> str | None:
@@ -136,6 +146,7 @@ def prepare_round(episodes: list[Episode], labeler: RewardLabeler | None, config
             frame_rewards=np.asarray(rewards, np.float64), success=bool(episode.success),
             reward_model_id=labeler_id,
             metadata={'policy_id': str(episode.metadata.get('policy_id', ''))}))
+    data.log_repeated_skips()
     return data
 
 
