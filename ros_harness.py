@@ -127,6 +127,35 @@ def spin_until(node, condition, timeout: float, executor=None) -> bool:
     return condition()
 
 
+class BackgroundNode:
+    """Spin ``node`` in a background executor and run ``loop(stop)`` in a second thread.
+
+    For test peers that publish on their own schedule (``loop`` returns once the
+    ``threading.Event`` ``stop`` is set) while their subscriptions keep being served.
+    """
+
+    def __init__(self, node, loop):
+        import threading
+
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.node = node
+        self.stop = threading.Event()
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(node)
+        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin.start()
+        self._loop = threading.Thread(target=loop, args=(self.stop,), daemon=True)
+        self._loop.start()
+
+    def close(self) -> None:
+        """Stop the loop and the executor, then destroy the node."""
+        self.stop.set()
+        self._loop.join(2)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
 def wait_until(condition, timeout: float) -> bool:
     """Poll ``condition`` (another thread spins the node) until true or ``timeout`` s pass."""
     deadline = time.monotonic() + timeout

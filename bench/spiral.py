@@ -491,13 +491,12 @@ def main(argv=None) -> int:
                         'reward_separation': {n: lab.separation()
                                               for n, lab in labelers.items()}}))
     per_seed, saved_settings = load_results(results_dir, args.tasks, args.methods)
-    if args.merge and saved_settings.get('reward_model_ids', [sarm2.labeler_id]) != \
-            [sarm2.labeler_id]:
-        print(f'spiral bench: the saved results were scored by reward model(s) '
-              f'{saved_settings["reward_model_ids"]}, not {sarm2.labeler_id}: rerun the tasks '
-              'with the same --reward-tasks / --reward-checkpoint', file=sys.stderr)
-        return 2
     if args.merge:
+        if saved_settings['reward_model_ids'] != [sarm2.labeler_id]:
+            print(f'spiral bench: the saved results were scored by reward model(s) '
+                  f'{saved_settings["reward_model_ids"]}, not {sarm2.labeler_id}: rerun the '
+                  'tasks with the same --reward-tasks / --reward-checkpoint', file=sys.stderr)
+            return 2
         for key in ('episodes', 'rounds', 'updates', 'base_bias', 'chunk_size', 'max_steps',
                     'demos_per_task', 'reward_steps'):
             setattr(args, key, saved_settings.get(key, getattr(args, key)))

@@ -15,14 +15,13 @@ The commands are checked message by message as received, and against the rollout
 recorded (every command it sent, so a message lost on the way is noticed, not skipped).
 """
 
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from ros_harness import (console_script, NodeLauncher, REPO, settle_discovery, unique_name,
-                         wait_future, wait_until)
+from ros_harness import (BackgroundNode, console_script, NodeLauncher, REPO, settle_discovery,
+                         unique_name, wait_future, wait_until)
 
 PARAMS = REPO / 'config' / 'policy_node.yaml'
 COMMAND_JOINTS = [f'joint_{i}' for i in range(7)]
@@ -111,7 +110,6 @@ class JointArm:
     def __init__(self, rclpy, interface: str, node_name: str):
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.action import ActionClient
-        from rclpy.executors import MultiThreadedExecutor
         from rclpy.qos import QoSProfile
         from sarm2_msgs.action import RunEpisode
         from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
@@ -140,25 +138,19 @@ class JointArm:
         self.action = ActionClient(self.node, RunEpisode, f'/{node_name}/run_episode')
         self.goal_type = RunEpisode.Goal
         self._messages = (Image, JointState)
-        self._stop = threading.Event()
-        self.executor = MultiThreadedExecutor(num_threads=2)
-        self.executor.add_node(self.node)
-        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spin.start()
-        self._publisher = threading.Thread(target=self._publish_loop, daemon=True)
-        self._publisher.start()
+        self._background = BackgroundNode(self.node, self._publish_loop)
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
             if status.name.startswith(f'{self.node_name}:'):
                 self.diagnostics.append({kv.key: kv.value for kv in status.values})
 
-    def _publish_loop(self) -> None:
+    def _publish_loop(self, stop) -> None:
         image_type, joint_type = self._messages
         rng = np.random.default_rng(0)
         # joint_state_broadcaster publishes in its own order: not the policy's
         order = list(reversed(POLICY_JOINTS))
-        while not self._stop.wait(1 / 30):
+        while not stop.wait(1 / 30):
             stamp = self.node.get_clock().now().to_msg()
             pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
             image = image_type(height=32, width=32, encoding='rgb8', step=96,
@@ -190,10 +182,7 @@ class JointArm:
                 for info in self.node.get_publishers_info_by_topic(topic)}
 
     def close(self) -> None:
-        self._stop.set()
-        self._publisher.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
+        self._background.close()
 
 
 def read_bag(path, topics) -> dict[str, list]:

@@ -22,7 +22,8 @@ import uuid
 import numpy as np
 import pytest
 
-from ros_harness import NodeLauncher, settle_discovery, unique_name, wait_future
+from ros_harness import (BackgroundNode, NodeLauncher, settle_discovery, unique_name,
+                         wait_future, wait_until)
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / 'install' / 'spiral_policy' / 'lib' / 'spiral_policy' / 'policy_node'
@@ -80,7 +81,6 @@ class FakeArm:
     def __init__(self, rclpy):
         from geometry_msgs.msg import PoseStamped, TwistStamped
         from rclpy.action import ActionClient
-        from rclpy.executors import MultiThreadedExecutor
         from rclpy.qos import QoSProfile
         from sarm2_msgs.action import RunEpisode
         from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
@@ -105,14 +105,8 @@ class FakeArm:
         self.goal_type = RunEpisode.Goal
         self.camera_on = True
         self.last_image_time = 0.0
-        self._stop = threading.Event()
         self._messages = (Image, JointState, PoseStamped)
-        self.executor = MultiThreadedExecutor(num_threads=2)
-        self.executor.add_node(self.node)
-        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spin.start()
-        self._publisher = threading.Thread(target=self._publish_loop, daemon=True)
-        self._publisher.start()
+        self._background = BackgroundNode(self.node, self._publish_loop)
 
     def connect(self, node_name: str) -> None:
         """Talk to the policy node called ``node_name``."""
@@ -127,10 +121,10 @@ class FakeArm:
         sent = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self.twists.append((sent, np.array([linear.x, linear.y, linear.z])))
 
-    def _publish_loop(self):
+    def _publish_loop(self, stop):
         image_type, joint_type, pose_type = self._messages
         rng = np.random.default_rng(0)
-        while not self._stop.wait(1 / 30):
+        while not stop.wait(1 / 30):
             stamp = self.node.get_clock().now().to_msg()
             if self.camera_on:
                 pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
@@ -160,13 +154,6 @@ class FakeArm:
     def motions_after(self, since: float) -> list[float]:
         return [t for t, v in self.twists if t > since and np.abs(v).max() > 1e-9]
 
-    def wait_for(self, condition, timeout: float = 15.0) -> bool:
-        """Poll ``condition`` (the spin thread fills the lists) until true or ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return condition()
-
     def wait_motion(self, count=5, timeout=20.0) -> None:
         start = time.time()
         deadline = time.monotonic() + timeout
@@ -177,10 +164,7 @@ class FakeArm:
         raise AssertionError(f'no motion commands within {timeout} s')
 
     def close(self):
-        self._stop.set()
-        self._publisher.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
+        self._background.close()
 
 
 def node_params(checkpoint, bag_dir, **extra):
@@ -221,8 +205,8 @@ def test_estop_and_watchdog_stop_motion(ros, arm, start_node, tiny_checkpoint, t
     result = wait_future(handle.get_result_async(), 30)
     assert result.status == GoalStatus.STATUS_ABORTED and result.result.reason == 'estop'
     # The spin thread handles commands when it gets the CPU: wait until it has seen the stop.
-    assert arm.wait_for(lambda: any(t > estop_time and not v.any() for t, v in arm.twists)), \
-        'no stop command'
+    assert wait_until(lambda: any(t > estop_time and not v.any() for t, v in arm.twists),
+                      15), 'no stop command'
     time.sleep(0.5)
     late = [t - estop_time for t in arm.motions_after(estop_time + PERIOD + SLACK)]
     assert not late, f'motion commands {late} s after the e-stop'
@@ -241,7 +225,7 @@ def test_estop_and_watchdog_stop_motion(ros, arm, start_node, tiny_checkpoint, t
     def holds():
         return [t for t, v in arm.twists if t > stall_time + WATCHDOG + PERIOD and not v.any()]
 
-    assert arm.wait_for(lambda: len(holds()) >= 5), \
+    assert wait_until(lambda: len(holds()) >= 5, 15), \
         'the node should keep commanding zero velocity while stale'
     late = [t - stall_time for t in
             arm.motions_after(stall_time + WATCHDOG + PERIOD + SLACK)]

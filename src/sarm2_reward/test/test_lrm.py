@@ -13,6 +13,7 @@ from sarm2_reward.lrm.questions import (interpret, LrmAnswers, parse_completion,
 from sarm2_reward.lrm.vlm_clients import OpenAiChatClient, VlmError
 
 from fake_vlm_server import FakeVlmServer
+from ros_harness import wait_until
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -102,27 +103,20 @@ def test_unreachable_server_is_an_http_error():
     assert error.value.kind == 'http'
 
 
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not condition():
-        time.sleep(0.01)
-    return condition()
-
-
 def test_backend_queries_every_n_frames_and_holds_the_tri_reward(vlm_server):
     backend = LrmBackend(OpenAiChatClient(vlm_server.url, 'm', timeout=5),
                          LrmConfig(cameras=('corner',), query_every=5))
     backend.reset('reach-v3', 'reach the goal')
     first = backend.step({'corner': frame(0)}, np.zeros(9), 0.0)
     assert first.reward == 0.0 and first.success_probability == 0.0    # nothing answered yet
-    assert wait_for(lambda: backend.stats['answers'] == 1)
+    assert wait_until(lambda: backend.stats['answers'] == 1, 10.0)
     held = backend.step({'corner': frame(1)}, np.zeros(9), 0.1)
     # First round: no earlier frame -> contrastive neutral (0.5), progress 0.4, not complete.
     assert held.reward == pytest.approx((0.5 + 0.4 + 0.0) / 3)
     assert held.progress == pytest.approx(0.4) and held.value == pytest.approx(-0.6)
     for t in range(2, 6):
         backend.step({'corner': frame(t)}, np.zeros(9), t / 10)
-    assert wait_for(lambda: backend.stats['answers'] == 2)
+    assert wait_until(lambda: backend.stats['answers'] == 2, 10.0)
     second = backend.step({'corner': frame(6)}, np.zeros(9), 0.6)
     assert second.reward == pytest.approx((1.0 + 0.4 + 0.0) / 3)   # later frame more complete
     assert backend.stats['queries'] == 2 and backend.staleness_frames == 1
@@ -143,7 +137,7 @@ def test_slow_vlm_never_slows_step_and_staleness_shows(vlm_server):
         time.sleep(0.01)
     assert max(durations) < 0.05          # each round of 3 questions takes >= 1 s
     assert backend.stats['replaced_requests'] > 0
-    assert wait_for(lambda: backend.stats['answers'] >= 1)
+    assert wait_until(lambda: backend.stats['answers'] >= 1, 10.0)
     assert backend.staleness_frames > 0
     backend.close()
 
@@ -154,10 +148,10 @@ def test_errors_and_garbage_are_counted_and_the_backend_keeps_answering(vlm_serv
     backend.reset('reach-v3', 'reach the goal')
     vlm_server.behaviour = 'garbage'
     backend.step({'corner': frame(0)}, np.zeros(9), 0.0)
-    assert wait_for(lambda: backend.stats['answers'] == 1)
+    assert wait_until(lambda: backend.stats['answers'] == 1, 10.0)
     vlm_server.behaviour = 'error'
     backend.step({'corner': frame(1)}, np.zeros(9), 0.1)
-    assert wait_for(lambda: backend.stats['http'] == 1)
+    assert wait_until(lambda: backend.stats['http'] == 1, 10.0)
     estimate = backend.step({'corner': frame(2)}, np.zeros(9), 0.2)
     assert estimate.success_probability == 0.0 and np.isfinite(estimate.reward)
     assert 'HTTP 500' in backend.fault

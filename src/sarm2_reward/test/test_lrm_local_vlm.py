@@ -15,6 +15,7 @@ torch = pytest.importorskip('torch')
 from sarm2_reward.lrm.lrm_backend import ask_round, LrmBackend, LrmConfig  # noqa: E402
 from sarm2_reward.lrm.questions import PROGRESS, PROMPTS  # noqa: E402
 from sarm2_reward.lrm.vlm_clients import TransformersVlmClient  # noqa: E402
+from ros_harness import wait_until  # noqa: E402
 
 CHARS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789{}":.,;_-?!\n\'()/ '
 CHAT_TEMPLATE = (
@@ -85,20 +86,13 @@ def test_random_vlm_runs_the_full_path_and_garbage_gets_neutral_values(model_dir
     backend = LrmBackend(client, LrmConfig(query_every=1, mode='tri'))
     backend.reset('push-v3', 'push the puck to the goal')
     backend.step({'corner': current}, np.zeros(9), 0.0)
-    assert wait_until(lambda: backend.stats['answers'] == 1)
+    assert wait_until(lambda: backend.stats['answers'] == 1, 60.0)
     estimate = backend.step({'corner': earlier}, np.zeros(9), 0.1)
     assert estimate.reward == pytest.approx((0.5 + 0.0 + 0.0) / 3)
     assert backend.diagnostics()['vlm_unparseable_progress'] == '1'
     backend.close()
 
 
-def wait_until(condition, timeout=60.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not condition():
-        time.sleep(0.02)
-    return condition()
 
 
 def test_missing_model_directory_is_named(tmp_path):

@@ -127,19 +127,20 @@ class LrmBackend(RewardBackend):
             answers = self._answers
         # inference_time is what this call cost the node (never the VLM's round trip): it shows
         # in every StageReward that the node did not wait for the VLM.
+        elapsed = time.perf_counter() - start
         if answers is None:
             # Before the first answer there is no evidence of progress: reward 0, not the
             # neutral tri value (0.17), which would reward doing nothing.
             return RewardEstimate(
                 primitive_probs=np.zeros(0, np.float32), group_probs=np.zeros(0, np.float32),
                 progress=0.0, value=-1.0, reward=0.0, success_probability=0.0,
-                model_id=self.model_id, inference_time=time.perf_counter() - start)
+                model_id=self.model_id, inference_time=elapsed)
         return RewardEstimate(
             primitive_probs=np.zeros(0, np.float32), group_probs=np.zeros(0, np.float32),
             progress=answers.progress, value=answers.progress - 1.0,
             reward=answers.reward(self.config.mode),
             success_probability=float(answers.complete), model_id=self.model_id,
-            inference_time=time.perf_counter() - start)
+            inference_time=elapsed)
 
     @property
     def staleness_frames(self) -> int:
