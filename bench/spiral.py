@@ -57,7 +57,7 @@ from spiral_policy.vla import PolicyObservation
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA = 'corner'
 IMAGE_SIZE = 64
-DEFAULT_TASKS = ('push-v3', 'pick-place-v3')
+DEFAULT_TASKS = ('push-v3', 'pick-place-v3', 'drawer-open-v3')
 # method -> (trainer, reward labeler, reward source, Monte-Carlo weight alpha)
 METHODS = {
     'spiral': ('spiral', 'sarm2', 'dense', 0.5),
