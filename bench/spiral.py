@@ -338,8 +338,8 @@ def markdown(args, table: dict, command: str, seconds: float, reward_source: str
               '`spiral_update` runs the same offline round on rollout bags. `--quick` (1 seed, '
               '2 rounds, 6 episodes, 150 steps, a reward model trained for 300 steps on 10 demos '
               'per task) '
-              'is a smoke test of the whole pipeline (~4 min); its success rates are far '
-              'noisier and are not the result.', '',
+              'is a smoke test of the whole pipeline (~5 min for three tasks); its success '
+              'rates are far noisier and are not the result.', '',
               f'![SPIRAL success per round]({section_name(args)}_bench.png)', '']
     return '\n'.join(lines)
 
