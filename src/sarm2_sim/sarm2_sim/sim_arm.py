@@ -189,6 +189,10 @@ class SimArm:
             observation, _ = self._env.reset()
         if self.spec.goal_on_table:
             observation = self._lower_goal(observation)
+        # Meta-World's reset leaves derived quantities (poses the renderer draws) from before its
+        # last state change, so without a forward pass the first image of an episode shows
+        # traces of the previous one and runs stop being reproducible.
+        mujoco.mj_forward(self._env.model, self._env.data)
         if self._renderer is not None and not self._renderer.upside_down:
             self._renderer.orient(self._env.data)
         self.step_count = 0

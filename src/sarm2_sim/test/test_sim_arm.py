@@ -76,6 +76,20 @@ def test_seeded_resets_repeat_and_differ(arm):
     assert not np.array_equal(first.joint_positions, moved.joint_positions)
 
 
+def test_first_image_of_an_episode_does_not_depend_on_the_previous_one():
+    sim = SimArm(SimArmConfig(task='push-v3', cameras=('corner',), image_size=64))
+    try:
+        images = []
+        for previous in (1, 2):
+            sim.reset(seed=previous)
+            for _ in range(30):
+                sim.step(np.array([0.5, 0.3, 0.0, 0.0]))
+            images.append(sim.reset(seed=10100).images['corner'])
+    finally:
+        sim.close()
+    np.testing.assert_array_equal(images[0], images[1])
+
+
 def test_cameras_are_upright():
     # Raise the hand: in an upright image the red arm appears above where it was.
     sim = SimArm(SimArmConfig(task='reach-v3', cameras=('corner', 'corner3', 'behindGripper'),
