@@ -187,7 +187,8 @@ def spiral_config(args, method: str) -> SpiralConfig:
     _, _, reward_source, alpha = METHODS[method]
     return SpiralConfig(chunk_size=args.chunk_size, feature_image_size=16, hidden_dim=128,
                         batch_size=128, updates=args.updates, mc_alpha=alpha,
-                        reward_source=reward_source, residual_scale=0.2, beta=2.0,
+                        reward_source=reward_source, residual_scale=args.residual_scale,
+                        beta=args.beta,
                         best_of_k=args.best_of_k, candidate_noise=0.1)
 
 
@@ -308,7 +309,8 @@ def markdown(args, table: dict, command: str, seconds: float, reward_source: str
              'Simulated arm driven through its ROS-free core. '
              f'{args.episodes} evaluation episodes per seed and round (fresh initial states every'
              f' round), {len(args.seeds)} seeds pooled; 95% Wilson intervals; '
-             f'{args.updates} gradient steps per round.', '']
+             f'{args.updates} gradient steps per round, residual scale {args.residual_scale}, '
+             f'beta {args.beta}.', '']
     header = '| task | method | ' + ' | '.join(f'round {r}' for r in range(args.rounds + 1))
     lines += [header + ' |', '|' + '---|' * (args.rounds + 3)]
     for task, methods in table.items():
@@ -404,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--exploration-noise', type=float, default=0.15,
                         help='std of the per-chunk action offset of round-0 exploration')
     parser.add_argument('--best-of-k', type=int, default=8)
+    parser.add_argument('--residual-scale', type=float, default=0.2,
+                        help='largest residual per action dimension (SpiralConfig default 0.3)')
+    parser.add_argument('--beta', type=float, default=2.0,
+                        help='weight of the residual penalty in the actor loss (SpiralConfig '
+                             'default 1.0)')
     parser.add_argument('--base-checkpoint', type=Path,
                         help='compact VLA checkpoint to use as the base policy instead of the '
                              'biased expert (its chunk size replaces --chunk-size)')
@@ -498,7 +505,7 @@ def main(argv=None) -> int:
                   'tasks with the same --reward-tasks / --reward-checkpoint', file=sys.stderr)
             return 2
         for key in ('episodes', 'rounds', 'updates', 'base_bias', 'chunk_size', 'max_steps',
-                    'demos_per_task', 'reward_steps'):
+                    'demos_per_task', 'reward_steps', 'residual_scale', 'beta'):
             setattr(args, key, saved_settings.get(key, getattr(args, key)))
     missing = [t for t in args.tasks if t not in per_seed]
     if missing:
