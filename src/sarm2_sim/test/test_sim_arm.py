@@ -77,6 +77,8 @@ def test_seeded_resets_repeat_and_differ(arm):
 
 
 def test_first_image_of_an_episode_does_not_depend_on_the_previous_one():
+    # Regression: Meta-World's reset leaves stale site poses; without a forward pass these
+    # seeds (at 64 px) drew the goal where the previous episode had left it.
     sim = SimArm(SimArmConfig(task='push-v3', cameras=('corner',), image_size=64))
     try:
         images = []
