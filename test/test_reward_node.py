@@ -270,9 +270,12 @@ def test_bag_player_replay_reproduces_the_offline_evaluator(ros, start_node, tra
     from sarm2_reward.evaluation import evaluate
 
     checkpoint, episode = trained_on_demos
-    # Lossless replay: reliable input with room for the whole burst (the demo is 80 Hz).
+    # Lossless replay: reliable input with room for the whole burst (the demo is 80 Hz), and
+    # pairing that waits out a loaded machine delivering one stream late (1 s of stamps is 80
+    # frames, within the depth of 100).
     node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'queue_size:=100',
                       'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100',
+                      'max_pairing_delay:=1.0',
                       f'task:={episode.task}',
                       f'instruction:={episode.instruction}', name='replay_reward_node')
     probe = Probe(ros, target='replay_reward_node', reliable=True)
@@ -290,7 +293,8 @@ def test_bag_player_replay_reproduces_the_offline_evaluator(ros, start_node, tra
             # Only this node's rewards: other ROS 2 graphs on the host may share the domain.
             ours = lambda: [r for r in probe.rewards if r.task == episode.task]  # noqa: E731
             assert probe.spin_until(lambda: len(ours()) >= len(episode), 60), \
-                f'{len(ours())}/{len(episode)}; {player.output()}{node.output()}'
+                (f'{len(ours())}/{len(episode)}; frames {[r.frame_index for r in ours()][:8]}; '
+                 f'diagnostics {probe.diag()}; {player.output()}{node.output()}')
             probe.spin_for(0.5)
             assert player.stop() == 0, player.output()
     finally:

@@ -35,7 +35,8 @@ PARAMETER_DOCS = {
     'task': 'task name at startup, until SetTask or EpisodeStatus says otherwise',
     'instruction': 'instruction at startup, until SetTask or EpisodeStatus says otherwise',
     'sensor_qos_reliability': 'camera/joint subscriptions: best_effort or reliable',
-    'sensor_qos_depth': 'history depth of camera/joint subscriptions',
+    'sensor_qos_depth': 'history depth of camera/joint subscriptions (the pairing buffers hold '
+                        'as many, at least 16)',
     'output_qos_depth': 'history depth of the reward, marker and overlay publishers',
     'overlay_width': 'pixels, width of the annotated overlay image',
     'sparkline_length': 'rewards shown in the overlay sparkline',

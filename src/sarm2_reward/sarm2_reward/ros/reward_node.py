@@ -174,8 +174,11 @@ class RewardNode(LifecycleNode):
         self._backend = backend
         self._cameras = cameras
         streams = cameras + [JOINTS]
+        # The pairer holds as many messages per stream as the subscriptions queue, so one stream
+        # lagging the other by up to that depth (large images under load) costs no frame.
         self._pairer = StampPairer(streams, cameras[0], slop_ns=int(config.pairing_slop * NS),
-                                   max_delay_ns=int(config.max_pairing_delay * NS))
+                                   max_delay_ns=int(config.max_pairing_delay * NS),
+                                   history=max(16, config.sensor_qos_depth))
         self._queue = DroppingQueue(config.queue_size)
         self._seen_timeline_resets = self._seen_backwards = 0
         self._monitor = RewardNodeMonitor(streams, stale_after=config.stale_timeout)
