@@ -93,8 +93,6 @@ def test_random_vlm_runs_the_full_path_and_garbage_gets_neutral_values(model_dir
     backend.close()
 
 
-
-
 def test_missing_model_directory_is_named(tmp_path):
     with pytest.raises(ValueError, match='no config.json'):
         TransformersVlmClient(str(tmp_path / 'nowhere'))
