@@ -20,6 +20,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+# Messages kept per stream unless the caller asks for more.
+DEFAULT_HISTORY = 16
+
 
 @dataclass
 class PairedFrame:
@@ -54,7 +57,8 @@ class StampPairer:
     """
 
     def __init__(self, streams: Sequence[str], reference: str, slop_ns: int,
-                 max_delay_ns: int | None = None, history: int = 16, resync_after: int = 3):
+                 max_delay_ns: int | None = None, history: int = DEFAULT_HISTORY,
+                 resync_after: int = 3):
         if reference not in streams:
             raise ValueError(f'reference stream {reference!r} is not one of {list(streams)}')
         if len(set(streams)) != len(streams):

@@ -51,7 +51,7 @@ from ..reward_diagnostics import OK, RewardNodeMonitor, WARN
 from .lifecycle import spin_lifecycle_node
 from ..reward_node_config import (APPLIED_ON_CONFIGURE, PARAMETER_DOCS, READ_ONLY,
                                   RewardNodeConfig)
-from ..stamp_pairing import StampPairer
+from ..stamp_pairing import DEFAULT_HISTORY, StampPairer
 from ..task_instructions import catalogue_instruction
 
 JOINTS = 'joint_states'
@@ -178,7 +178,7 @@ class RewardNode(LifecycleNode):
         # lagging the other by up to that depth (large images under load) costs no frame.
         self._pairer = StampPairer(streams, cameras[0], slop_ns=int(config.pairing_slop * NS),
                                    max_delay_ns=int(config.max_pairing_delay * NS),
-                                   history=max(16, config.sensor_qos_depth))
+                                   history=max(DEFAULT_HISTORY, config.sensor_qos_depth))
         self._queue = DroppingQueue(config.queue_size)
         self._seen_timeline_resets = self._seen_backwards = 0
         self._monitor = RewardNodeMonitor(streams, stale_after=config.stale_timeout)
