@@ -20,7 +20,7 @@ bootstrap:
 build: bootstrap
 
 demo: bootstrap
-	@$(RUN) python -m spiral_policy.demo $(ARGS)
+	@$(RUN) python -m sarm2_bringup.demo $(ARGS)
 
 lint: bootstrap
 	@$(RUN) ruff check .

@@ -11,6 +11,8 @@ import time
 import uuid
 
 REPO = pathlib.Path(__file__).resolve().parent
+# Node parameter files (installed with sarm2_bringup; read from the source tree here).
+CONFIG_DIR = REPO / 'src' / 'sarm2_bringup' / 'config'
 
 
 class PeerProcess:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sarm2_reward.bag_dataset import read_episodes
+from sarm2_common.bag_dataset import read_episodes
 from sarm2_sim.demonstrations import record_demonstrations
 from sarm2_sim.sim_arm import SimArm, SimArmConfig
 from spiral_policy.bc_training import BcTrainingConfig, train

@@ -106,7 +106,7 @@ class Player:
     def __init__(self, node, cameras, image_size: int, target: str):
         from diagnostic_msgs.msg import DiagnosticArray
         from sarm2_msgs.msg import StageReward
-        from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
+        from sarm2_common.ros.qos import RELIABLE, SENSOR_DATA
         from sensor_msgs.msg import Image, JointState
 
         self.node = node

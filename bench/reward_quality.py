@@ -29,13 +29,13 @@ import time
 import numpy as np
 from sarm2_reward.baselines import SarmV1Config, SarmV1Model, TimeLinearBaseline
 from sarm2_reward.datasets import split_by_task
-from sarm2_reward.bag_dataset import read_episodes
+from sarm2_common.bag_dataset import read_episodes
 from sarm2_reward.evaluation import evaluate, PerTaskModels
 from sarm2_reward.inference import Sarm2Predictor
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.train import TrainConfig, train_model
 from sarm2_reward.training_data import estimate_stage_priors
-from sarm2_sim.catalogue import load_catalogue
+from sarm2_common.catalogue import load_catalogue
 from sarm2_sim.demonstrations import record_demonstrations
 import torch
 

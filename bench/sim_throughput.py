@@ -20,8 +20,8 @@ import tempfile
 import time
 
 import mujoco
-from sarm2_reward.bag_dataset import read_episodes
-from sarm2_sim.catalogue import load_catalogue, task_names
+from sarm2_common.bag_dataset import read_episodes
+from sarm2_common.catalogue import load_catalogue, task_names
 from sarm2_sim.demonstrations import record_demonstrations
 from sarm2_sim.sim_arm import SimArm, SimArmConfig
 

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sarm2_reward.bag_dataset import read_episodes
-from sarm2_reward.episode import Episode, UNLABELLED
+from sarm2_common.bag_dataset import read_episodes
+from sarm2_common.episode import Episode, UNLABELLED
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.text_embedding import make_text_embedder
 from sarm2_reward.train import train_model, TrainConfig

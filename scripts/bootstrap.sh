@@ -88,7 +88,7 @@ BUILD_INPUTS=$(find src -path '*/test' -prune -o \( -name package.xml -o -name C
   -o -name setup.py -o -name setup.cfg -o -name '*.msg' -o -name '*.srv' -o -name '*.action' \
   -o -path '*/resource/*' \) -print | sort)
 # Config and launch files count by name only: they are symlinked, a new one must be installed.
-INSTALLED_NAMES=$(find config launch -type f 2>/dev/null | sort)
+INSTALLED_NAMES=$(find src -path '*/test' -prune -o \( -path '*/config/*' -o -path '*/launch/*' -o -name tasks.yaml \) -type f -print | sort)
 BUILD_STAMP="$(stamp_of $BUILD_INPUTS; echo "$BUILD_INPUTS$INSTALLED_NAMES$SYSTEM_ROS")"
 if [ "$(cat "$ROOT/install/.build.stamp" 2>/dev/null)" != "$BUILD_STAMP" ]; then
   say "checking package manifests and interface definitions"

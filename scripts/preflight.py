@@ -27,12 +27,20 @@ PYTHON_DEPENDENCIES = {
     'python3-metaworld': 'metaworld',
     'python3-msgpack': 'msgpack',
     'python3-websockets': 'websockets',
+    'python3-ruamel.yaml': 'ruamel.yaml',
+    'python3-pyarrow': 'pyarrow',
+    'python3-av': 'av',
 }
 # Build tools and runtime groups that are not installed as share/<name>/package.xml everywhere.
 ALWAYS_AVAILABLE = {
     'ament_cmake', 'ament_python', 'rosidl_default_generators', 'rosidl_default_runtime',
     'ament_copyright', 'ament_flake8', 'ament_pep257', 'ament_lint_auto', 'ament_lint_common',
 }
+
+# Needed only by `ros2 launch` (launch files, RViz): present on every ROS 2 install, absent from
+# PyPI, so a machine running on the Kilted wheels has none of them and runs the nodes without
+# launch (the README says how).
+LAUNCH_ONLY = {'launch', 'launch_ros', 'rviz2'}
 
 
 def ros_package_exists(name: str) -> bool:
@@ -57,6 +65,8 @@ def check_package(manifest: pathlib.Path, workspace_names: set[str]) -> list[str
                + package.test_depends + package.build_export_depends)
     for dep in sorted({d.name for d in depends}):
         if dep in workspace_names or dep in ALWAYS_AVAILABLE:
+            continue
+        if dep in LAUNCH_ONLY and not os.environ.get('ROS_DISTRO'):
             continue
         if dep in PYTHON_DEPENDENCIES:
             if importlib.util.find_spec(PYTHON_DEPENDENCIES[dep]) is None:

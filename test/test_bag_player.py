@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ros_harness import console_script, PeerProcess, spin_until
-from sarm2_reward import bag_io
+from sarm2_common import bag_io
 
 pytestmark = pytest.mark.ros
 
@@ -30,7 +30,7 @@ def test_replay_publishes_recorded_messages_with_timing(ros_context, tmp_path):
     import rclpy
     from sensor_msgs.msg import Image, JointState
 
-    from sarm2_reward.ros.qos import SENSOR_DATA
+    from sarm2_common.ros.qos import SENSOR_DATA
 
     bag = write_bag(tmp_path / 'bag')
     node = rclpy.create_node('replay_listener')
@@ -38,7 +38,7 @@ def test_replay_publishes_recorded_messages_with_timing(ros_context, tmp_path):
     node.create_subscription(Image, '/camera/corner/image_raw',
                              lambda m: images.append((time.monotonic(), m)), SENSOR_DATA)
     node.create_subscription(JointState, '/joint_states', joints.append, SENSOR_DATA)
-    player = PeerProcess([console_script('sarm2_reward', 'bag_player'), str(bag),
+    player = PeerProcess([console_script('sarm2_bringup', 'bag_player'), str(bag),
                           '--rate', '2.0', '--topics', '/camera/corner/image_raw',
                           '--wait-for-subscribers', '1', '--ros-args', '-p', 'start_delay:=0.5'],
                          'bag_player', tmp_path)
@@ -64,7 +64,7 @@ def test_replay_publishes_recorded_messages_with_timing(ros_context, tmp_path):
 
 
 def test_missing_bag_exits_nonzero_with_message(tmp_path):
-    player = PeerProcess([console_script('sarm2_reward', 'bag_player'),
+    player = PeerProcess([console_script('sarm2_bringup', 'bag_player'),
                           str(tmp_path / 'nope')], 'bag_player_missing', tmp_path)
     with player:
         player.process.wait(30)

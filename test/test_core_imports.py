@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PACKAGES = ('sarm2_reward', 'spiral_policy', 'sarm2_sim')
+PACKAGES = ('sarm2_common', 'sarm2_reward', 'sarm2_sim', 'spiral_policy', 'sarm2_bringup')
 
 
 def core_modules() -> list[str]:
@@ -44,7 +44,7 @@ sys.exit(1 if failures else 0)
 
 def test_core_modules_found():
     modules = core_modules()
-    assert 'sarm2_reward.vocabulary' in modules
+    assert 'sarm2_common.vocabulary' in modules
     assert not any('.ros' in m for m in modules)
 
 
@@ -57,6 +57,6 @@ def test_core_imports_without_rclpy():
 
 def test_blocking_rclpy_really_blocks():
     """Guard against a vacuous pass: a module that imports rclpy must fail under the block."""
-    result = subprocess.run([sys.executable, '-c', BLOCKED_IMPORT, 'sarm2_reward.ros.qos'],
+    result = subprocess.run([sys.executable, '-c', BLOCKED_IMPORT, 'sarm2_common.ros.qos'],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and 'sarm2_reward.ros.qos' in result.stdout
+    assert result.returncode == 1 and 'sarm2_common.ros.qos' in result.stdout

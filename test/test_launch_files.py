@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from ros_harness import tiny_sim_checkpoints
+from ros_harness import CONFIG_DIR, tiny_sim_checkpoints
 
 try:
     import launch
@@ -25,7 +25,7 @@ except ImportError:
     launch_pytest = None
 
 REPO = Path(__file__).resolve().parents[1]
-LAUNCH_DIR = REPO / 'install' / 'spiral_policy' / 'share' / 'spiral_policy' / 'launch'
+LAUNCH_DIR = REPO / 'install' / 'sarm2_bringup' / 'share' / 'sarm2_bringup' / 'launch'
 
 pytestmark = [
     pytest.mark.ros, pytest.mark.slow,
@@ -63,7 +63,7 @@ class Listener:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
-        from sarm2_reward.ros.qos import SENSOR_DATA
+        from sarm2_common.ros.qos import SENSOR_DATA
 
         self.context = rclpy.context.Context()
         rclpy.init(context=self.context)
@@ -140,7 +140,7 @@ def test_sim_launch_runs_the_loop(sim_launch):
 def robot_launch(checkpoints, tmp_path):
     # The simulated arm stands in for the user's camera and arm drivers.
     drivers = LaunchNode(package='sarm2_sim', executable='sim_node', name='sim_node',
-                         parameters=[str(REPO / 'config' / 'sim_node.yaml'),
+                         parameters=[str(CONFIG_DIR / 'sim_node.yaml'),
                                      {'task': 'reach-v3'}])
     entities, nodes = included('robot.launch.py', reward_checkpoint=checkpoints[0],
                                policy_checkpoint=checkpoints[1], task='reach-v3',
@@ -158,7 +158,7 @@ def test_robot_launch_runs_next_to_drivers(robot_launch):
 
 @launch_fixture
 def replay_launch(checkpoints, tmp_path):
-    from sarm2_reward import bag_io
+    from sarm2_common import bag_io
 
     bag = tmp_path / 'episode'
     with bag_io.BagWriter(bag) as writer:

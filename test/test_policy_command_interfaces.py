@@ -20,10 +20,10 @@ import time
 import numpy as np
 import pytest
 
-from ros_harness import (BackgroundNode, console_script, NodeLauncher, REPO, settle_discovery,
-                         unique_name, wait_future, wait_until)
+from ros_harness import (BackgroundNode, CONFIG_DIR, console_script, NodeLauncher,
+                         settle_discovery, unique_name, wait_future, wait_until)
 
-PARAMS = REPO / 'config' / 'policy_node.yaml'
+PARAMS = CONFIG_DIR / 'policy_node.yaml'
 COMMAND_JOINTS = [f'joint_{i}' for i in range(7)]
 FINGERS = ['finger_left', 'finger_right']
 POLICY_JOINTS = COMMAND_JOINTS + FINGERS            # the policy state order (joint_names)
@@ -112,7 +112,7 @@ class JointArm:
         from rclpy.action import ActionClient
         from rclpy.qos import QoSProfile
         from sarm2_msgs.action import RunEpisode
-        from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
+        from sarm2_common.ros.qos import RELIABLE, SENSOR_DATA
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
         from trajectory_msgs.msg import JointTrajectory
@@ -188,7 +188,7 @@ class JointArm:
 def read_bag(path, topics) -> dict[str, list]:
     """Deserialized messages of ``topics`` in a rollout bag, in recording order."""
     from rosbags.rosbag2 import Reader
-    from sarm2_reward import bag_io
+    from sarm2_common import bag_io
 
     store = bag_io.typestore()
     messages = {topic: [] for topic in topics}
@@ -210,7 +210,7 @@ def test_joint_commands_respect_the_safety_limits(interface, ros_context, launch
                                                   adversarial_checkpoint, tmp_path):
     from action_msgs.msg import GoalStatus
     import rclpy
-    from sarm2_reward import bag_io
+    from sarm2_common import bag_io
 
     name = unique_name()
     topic, msgtype = INTERFACES[interface]

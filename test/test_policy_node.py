@@ -22,14 +22,14 @@ import uuid
 import numpy as np
 import pytest
 
-from ros_harness import (BackgroundNode, NodeLauncher, settle_discovery, unique_name,
+from ros_harness import (BackgroundNode, CONFIG_DIR, NodeLauncher, settle_discovery, unique_name,
                          wait_future, wait_until)
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / 'install' / 'spiral_policy' / 'lib' / 'spiral_policy' / 'policy_node'
 SIM_NODE = REPO / 'install' / 'sarm2_sim' / 'lib' / 'sarm2_sim' / 'sim_node'
 REWARD_NODE = REPO / 'install' / 'sarm2_reward' / 'lib' / 'sarm2_reward' / 'reward_node'
-PARAMS = REPO / 'config' / 'policy_node.yaml'
+PARAMS = CONFIG_DIR / 'policy_node.yaml'
 JOINT_NAMES = [f'joint_{i}' for i in range(7)] + ['finger_left', 'finger_right']
 RATE = 20.0
 PERIOD = 1.0 / RATE
@@ -83,7 +83,7 @@ class FakeArm:
         from rclpy.action import ActionClient
         from rclpy.qos import QoSProfile
         from sarm2_msgs.action import RunEpisode
-        from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
+        from sarm2_common.ros.qos import RELIABLE, SENSOR_DATA
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Bool
         from std_srvs.srv import Trigger
@@ -243,8 +243,8 @@ def test_killed_policy_process_leaves_a_readable_bag(ros, arm, start_node, tiny_
                                                      tmp_path):
     from mcap.reader import make_reader
     from rosbags.rosbag2 import Reader
-    from sarm2_reward import bag_io
-    from sarm2_reward.bag_dataset import read_episode
+    from sarm2_common import bag_io
+    from sarm2_common.bag_dataset import read_episode
 
     bags = tmp_path / 'bags'
     name = unique_name()
@@ -293,8 +293,8 @@ def test_sim_reward_and_policy_nodes_run_a_recorded_episode(ros, start_node, tin
     from rclpy.executors import SingleThreadedExecutor
     from rosbags.rosbag2 import Reader
     from sarm2_msgs.action import RunEpisode
-    from sarm2_reward import bag_io
-    from sarm2_reward.bag_dataset import read_episode
+    from sarm2_common import bag_io
+    from sarm2_common.bag_dataset import read_episode
 
     start_node(SIM_NODE, 'sim_node', ['task:=reach-v3', 'image_size:=64',
                                       'max_linear_speed:=0.8'], params_file=None)

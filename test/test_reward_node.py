@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 
-from ros_harness import console_script, NodeLauncher, PeerProcess
+from ros_harness import CONFIG_DIR, console_script, NodeLauncher, PeerProcess
 
 # The fake VLM server of the LRM unit tests, reused for the LRM backend in a node process.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'src' / 'sarm2_reward' / 'test'))
@@ -36,7 +36,7 @@ def start_node(tmp_path):
     def start(*params, name='reward_node'):
         # Every test starts from the shipped parameter file, so it is proven to load.
         return launcher.start(NODE, name=name, params=params,
-                              params_file=REPO / 'config' / 'reward_node.yaml')
+                              params_file=CONFIG_DIR / 'reward_node.yaml')
 
     yield start
     launcher.stop_all()
@@ -60,7 +60,7 @@ class Probe:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sarm2_msgs.msg import EpisodeStatus, StageReward
-        from sarm2_reward.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
+        from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float32
         from visualization_msgs.msg import MarkerArray
@@ -158,7 +158,7 @@ def _now_ns(node) -> int:
 def trained_on_demos(tmp_path_factory):
     """Tiny SARM2 model trained for 150 steps on 2 recorded sim demos; a 3rd demo held out."""
     import torch
-    from sarm2_reward.bag_dataset import read_episodes
+    from sarm2_common.bag_dataset import read_episodes
     from sarm2_reward.checkpoint import save_checkpoint
     from sarm2_reward.model import Sarm2Config, Sarm2Model
     from sarm2_reward.text_embedding import make_text_embedder
@@ -279,7 +279,7 @@ def test_bag_player_replay_reproduces_the_offline_evaluator(ros, start_node, tra
                       f'task:={episode.task}',
                       f'instruction:={episode.instruction}', name='replay_reward_node')
     probe = Probe(ros, target='replay_reward_node', reliable=True)
-    player = PeerProcess([console_script('sarm2_reward', 'bag_player'),
+    player = PeerProcess([console_script('sarm2_bringup', 'bag_player'),
                           episode.metadata['bag_path'], '--topics', '/camera/corner/image_raw',
                           '/joint_states', '--wait-for-subscribers', '1', '--rate', '0.5',
                           # the publisher sees the subscriber before the subscriber has matched

@@ -13,11 +13,11 @@ import uuid
 import numpy as np
 import pytest
 
-from ros_harness import NodeLauncher
+from ros_harness import CONFIG_DIR, NodeLauncher
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / 'install' / 'sarm2_sim' / 'lib' / 'sarm2_sim' / 'sim_node'
-PARAMS_FILE = REPO / 'config' / 'sim_node.yaml'
+PARAMS_FILE = CONFIG_DIR / 'sim_node.yaml'
 START_TIMEOUT = 40.0
 
 pytestmark = pytest.mark.ros
@@ -50,7 +50,7 @@ class Driver:
         from rosgraph_msgs.msg import Clock
         from sarm2_msgs.msg import SimGroundTruth
         from sarm2_msgs.srv import ResetEpisode, SetTask
-        from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
+        from sarm2_common.ros.qos import RELIABLE, SENSOR_DATA
         from sensor_msgs.msg import CameraInfo, Image, JointState
         from std_msgs.msg import Float64, Float64MultiArray
 

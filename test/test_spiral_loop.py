@@ -24,12 +24,12 @@ def checkpoints(tmp_path_factory):
 
 
 def run_loop(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([console_script('spiral_policy', 'spiral_loop'), *args],
+    return subprocess.run([console_script('sarm2_bringup', 'spiral_loop'), *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
 def test_loop_runs_a_round_through_the_nodes_and_resumes(checkpoints, tmp_path):
-    from sarm2_reward.bag_dataset import read_episode
+    from sarm2_common.bag_dataset import read_episode
 
     reward, policy = checkpoints
     run = tmp_path / 'run'

@@ -1,16 +1,8 @@
 """Install the sarm2_sim ROS 2 package (ament_python)."""
 
-import glob
-import os
-
 from setuptools import find_packages, setup
 
 PACKAGE = 'sarm2_sim'
-# Workspace-level config files (task catalogue, node parameters) ship with every package so
-# an installed package finds them under share/<package>/config without the source tree.
-CONFIG_FILES = sorted(glob.glob(os.path.join('..', '..', 'config', '*.yaml'))
-                      + glob.glob(os.path.join('..', '..', 'config', '*.rviz'))
-                      + glob.glob(os.path.join('..', '..', 'config', '*.perspective')))
 
 setup(
     name=PACKAGE,
@@ -19,7 +11,6 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
-        ('share/' + PACKAGE + '/config', CONFIG_FILES),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -1,16 +1,8 @@
 """Install the spiral_policy ROS 2 package (ament_python)."""
 
-import glob
-import os
-
 from setuptools import find_packages, setup
 
 PACKAGE = 'spiral_policy'
-# Workspace-level config files (task catalogue, node parameters) ship with every package so
-# an installed package finds them under share/<package>/config without the source tree.
-CONFIG_FILES = sorted(glob.glob(os.path.join('..', '..', 'config', '*.yaml'))
-                      + glob.glob(os.path.join('..', '..', 'config', '*.rviz'))
-                      + glob.glob(os.path.join('..', '..', 'config', '*.perspective')))
 
 setup(
     name=PACKAGE,
@@ -19,11 +11,6 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
-        ('share/' + PACKAGE + '/config', CONFIG_FILES),
-        # The workspace's launch files (robot, sim, replay) start nodes of every package;
-        # they install with the package that runs the loop: `ros2 launch spiral_policy ...`.
-        ('share/' + PACKAGE + '/launch',
-         sorted(glob.glob(os.path.join('..', '..', 'launch', '*.launch.py')))),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
@@ -37,7 +24,6 @@ setup(
             'policy_node = spiral_policy.ros.policy_node:main',
             'train_vla = spiral_policy.bc_training:main',
             'spiral_update = spiral_policy.spiral.offline_update:main',
-            'spiral_loop = spiral_policy.spiral_loop:main',
         ],
     },
 )

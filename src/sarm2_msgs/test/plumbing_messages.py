@@ -38,7 +38,7 @@ def episode_status() -> EpisodeStatus:
         reason='success', bag_path='/tmp/rollouts/ep-000042')
 
 
-# The stack's profiles for these topics (sarm2_reward.ros.qos), restated because sarm2_msgs
+# The stack's profiles for these topics (sarm2_common.ros.qos), restated because sarm2_msgs
 # cannot depend on sarm2_reward.
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

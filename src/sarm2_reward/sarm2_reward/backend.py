@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from .labeling import OnlineRewardLabeler
-from .vocabulary import GROUPS, PRIMITIVES
+from sarm2_common.vocabulary import GROUPS, PRIMITIVES
 
 
 @dataclass

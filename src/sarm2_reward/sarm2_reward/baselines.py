@@ -17,12 +17,12 @@ from torch import nn
 from torch.nn import functional
 
 from . import model as keys
-from .episode import Episode
+from sarm2_common.episode import Episode
 from .inference import encode_episode
 from .model import (CausalTransformer, config_from_dict, FramePreprocessing, Sarm2Config,
                     WindowTokenizer)
 from .training_data import STAGE_TAU, StagePriors
-from .vocabulary import NUM_PRIMITIVES
+from sarm2_common.vocabulary import NUM_PRIMITIVES
 from .windows import value_window
 
 

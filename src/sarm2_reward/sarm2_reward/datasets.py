@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from .episode import Episode
+from sarm2_common.episode import Episode
 from .lerobot_dataset import is_lerobot_dataset, load_primitive_map, read_lerobot_dataset
 
 FORMATS = ('auto', 'bags', 'lerobot')
@@ -29,7 +29,7 @@ def load_episodes(paths: list[str | Path] | str | Path, fmt: str = 'auto',
         if fmt == 'lerobot' or (fmt == 'auto' and is_lerobot_dataset(path)):
             episodes.extend(read_lerobot_dataset(path, image_size, primitive_map))
         else:
-            from .bag_dataset import read_episodes
+            from sarm2_common.bag_dataset import read_episodes
             episodes.extend(read_episodes(path))
     return episodes
 

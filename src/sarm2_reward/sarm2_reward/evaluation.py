@@ -14,11 +14,11 @@ import numpy as np
 
 from .baselines import SarmV1Model, TimeLinearBaseline
 from .checkpoint import CheckpointError, load_checkpoint
-from .episode import Episode
+from sarm2_common.episode import Episode
 from .evaluation_report import write_report
 from .metrics import primitive_confusion, summarize_by_task
 from .model import Sarm2Model
-from .vocabulary import PRIMITIVES
+from sarm2_common.vocabulary import PRIMITIVES
 
 LOG = logging.getLogger('sarm2_reward.evaluation')
 

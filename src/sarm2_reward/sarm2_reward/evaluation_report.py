@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .episode import Episode, UNLABELLED
+from sarm2_common.episode import Episode, UNLABELLED
 from .labeling import dense_rewards
-from .vocabulary import PRIMITIVES
+from sarm2_common.vocabulary import PRIMITIVES
 
 _BAND_COLORS = ('#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1',
                 '#ff9da7', '#9c755f', '#bab0ac')

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, state_fingerprint
-from .episode import Episode
+from sarm2_common.episode import Episode
 from .model import FramePreprocessing, Sarm2Model
 from .text_embedding import make_text_embedder
 from .windows import stage_window, value_window

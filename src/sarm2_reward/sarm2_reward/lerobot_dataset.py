@@ -32,8 +32,8 @@ import re
 import cv2
 import numpy as np
 
-from .episode import Episode, UNLABELLED
-from .vocabulary import PRIMITIVES, primitive_id
+from sarm2_common.episode import Episode, UNLABELLED
+from sarm2_common.vocabulary import PRIMITIVES, primitive_id
 
 LOG = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ model has them ``primitive_probs`` [T, P], ``group_probs`` [T, G], ``success_pro
 
 import numpy as np
 
-from .episode import Episode, UNLABELLED
+from sarm2_common.episode import Episode, UNLABELLED
 from .training_data import success_progress
-from .vocabulary import NUM_PRIMITIVES, PRIMITIVE_TO_GROUP
+from sarm2_common.vocabulary import NUM_PRIMITIVES, PRIMITIVE_TO_GROUP
 
 _TO_GROUP = np.array(PRIMITIVE_TO_GROUP)
 

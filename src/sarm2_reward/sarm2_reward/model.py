@@ -30,7 +30,7 @@ from torch.nn import functional
 
 from .encoders import build_encoder
 from .text_embedding import make_text_embedder, primitive_text
-from .vocabulary import NUM_GROUPS, NUM_PRIMITIVES, PRIMITIVE_TO_GROUP, PRIMITIVES
+from sarm2_common.vocabulary import NUM_GROUPS, NUM_PRIMITIVES, PRIMITIVE_TO_GROUP, PRIMITIVES
 
 # Training batch keys (see Sarm2Model.forward). A batch holds each distinct frame once (samples
 # of one episode share frames) and index arrays into them per window:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, load_optimizer_state, save_checkpoint
 from .datasets import add_data_arguments, episodes_from_arguments
-from .episode import Episode
+from sarm2_common.episode import Episode
 from .evaluation import predict_any
 from .metrics import summarize
 from .model import Sarm2Config, Sarm2Model

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from . import model as keys
-from .episode import Episode, UNLABELLED
-from .vocabulary import PRIMITIVE_TO_GROUP
+from sarm2_common.episode import Episode, UNLABELLED
+from sarm2_common.vocabulary import PRIMITIVE_TO_GROUP
 from .windows import rewind_value_window, stage_window, value_window
 
 STAGE_TAU = 'stage_tau'          # float [B], fraction of the current primitive segment done

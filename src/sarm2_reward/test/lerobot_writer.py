@@ -29,7 +29,7 @@ def _encode(path: Path, frames: np.ndarray) -> None:
 
 def _annotation(episode, names) -> dict:
     from sarm2_reward.training_data import segments
-    from sarm2_reward.vocabulary import PRIMITIVES
+    from sarm2_common.vocabulary import PRIMITIVES
     runs = segments(episode.primitive_ids)
     return {'sparse_subtask_names': [names[PRIMITIVES[p]] for p, _, _ in runs],
             'sparse_subtask_start_frames': [s for _, s, _ in runs],

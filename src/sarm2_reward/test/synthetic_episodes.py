@@ -7,8 +7,8 @@ square's position plus noise, padded to 9 values like the simulated arm's.
 
 import numpy as np
 import pytest
-from sarm2_reward.episode import Episode
-from sarm2_reward.vocabulary import primitive_id
+from sarm2_common.episode import Episode
+from sarm2_common.vocabulary import primitive_id
 import torch
 
 PHASES = ('reach', 'pick_grab', 'place')

@@ -10,7 +10,7 @@ from sarm2_reward.checkpoint import save_checkpoint
 from sarm2_reward.inference import Sarm2Predictor
 from sarm2_reward.labeling import dense_rewards
 from sarm2_reward.model import Sarm2Config, Sarm2Model
-from sarm2_reward.vocabulary import GROUPS, NUM_GROUPS, NUM_PRIMITIVES, PRIMITIVES
+from sarm2_common.vocabulary import GROUPS, NUM_GROUPS, NUM_PRIMITIVES, PRIMITIVES
 
 TINY = {'cameras': ('corner', 'wrist'), 'image_size': 32, 'cnn_channels': (4, 8),
         'frame_embed_dim': 16, 'd_model': 16, 'n_heads': 2, 'stage_layers': 1,

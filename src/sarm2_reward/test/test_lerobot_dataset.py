@@ -8,7 +8,7 @@ import pytest
 from sarm2_reward.datasets import load_episodes
 from sarm2_reward.lerobot_dataset import (load_primitive_map, read_lerobot_dataset,
                                           subtask_to_primitive)
-from sarm2_reward.vocabulary import primitive_id
+from sarm2_common.vocabulary import primitive_id
 from synthetic_episodes import make_episodes
 
 

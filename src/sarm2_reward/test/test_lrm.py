@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from sarm2_reward.episode import Episode
+from sarm2_common.episode import Episode
 from sarm2_reward.lrm.lrm_backend import LrmBackend, LrmConfig, relabel_episode
 from sarm2_reward.lrm.questions import (interpret, LrmAnswers, parse_completion,
                                         parse_contrastive, parse_progress,

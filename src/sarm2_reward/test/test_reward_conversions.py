@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from sarm2_reward.backend import RewardEstimate
-from sarm2_reward.image_encoding import ImageDecodeError
+from sarm2_common.image_encoding import ImageDecodeError
 from sarm2_reward.reward_diagnostics import DiagnosticReport, WARN
 from sarm2_reward.ros.reward_conversions import (diagnostics_msg, image_msg_to_rgb,
                                                  joint_positions, JointStateError,
                                                  reward_markers, rgb_to_image_msg,
                                                  stage_reward_msg)
-from sarm2_reward.vocabulary import NUM_GROUPS, NUM_PRIMITIVES, primitive
+from sarm2_common.vocabulary import NUM_GROUPS, NUM_PRIMITIVES, primitive
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from sarm2_reward.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sarm2_reward.inference import predict_episode, Sarm2Predictor, StagePrediction
 from sarm2_reward.model import CausalTransformer, MultiGateMoE, Sarm2Config, Sarm2Model
-from sarm2_reward.vocabulary import NUM_GROUPS, NUM_PRIMITIVES, PRIMITIVE_TO_GROUP
+from sarm2_common.vocabulary import NUM_GROUPS, NUM_PRIMITIVES, PRIMITIVE_TO_GROUP
 from sarm2_reward.windows import rewind_value_window, stage_window, value_window
 from synthetic_episodes import make_episode, one_torch_thread  # noqa: F401 - fixture
 import torch

@@ -13,7 +13,7 @@ from sarm2_reward.evaluation import evaluate, main as evaluate_main
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.train import main as train_main, train_model, TrainConfig
 from sarm2_reward.training_data import estimate_stage_priors, progress_targets, success_labels
-from sarm2_reward.vocabulary import primitive_id
+from sarm2_common.vocabulary import primitive_id
 from synthetic_episodes import make_episodes, one_torch_thread  # noqa: F401 - fixture
 import torch
 from torch import multiprocessing

@@ -1,7 +1,7 @@
 """Record scripted demonstrations as rosbag2 bags: successes, suboptimal runs and failures.
 
 One bag per episode, at ``<out_dir>/<task>/episode_<index>``, in the layout of
-``sarm2_reward.bag_io`` (images, joint states, actions, per-frame primitive labels, metadata).
+``sarm2_common.bag_io`` (images, joint states, actions, per-frame primitive labels, metadata).
 Every episode is fully determined by (seed, task, index), so an interrupted recording resumes by
 skipping finished bags and produces the same data as an uninterrupted one.
 
@@ -26,15 +26,15 @@ import sys
 import zlib
 
 import numpy as np
-from sarm2_reward.bag_io import (ACTION_TOPIC, action_message, BagWriter,
+from sarm2_common.bag_io import (ACTION_TOPIC, action_message, BagWriter,
                                  GROUND_TRUTH_TOPIC, ground_truth_message, image_message,
                                  image_topic, is_finished_bag, joint_state_message,
                                  JOINT_STATES_TOPIC, METADATA_END, METADATA_START,
                                  metadata_message, METADATA_TOPIC, topic_counts)
-from sarm2_reward.vocabulary import primitive_id
+from sarm2_common.vocabulary import primitive_id
 from tqdm import tqdm
 
-from sarm2_sim.catalogue import check_tasks, load_catalogue, task_names
+from sarm2_common.catalogue import check_tasks, load_catalogue, task_names
 from sarm2_sim.sim_arm import CAMERAS, SimArm, SimArmConfig
 
 MANIFEST_FILE = 'recording.json'

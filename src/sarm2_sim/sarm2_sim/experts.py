@@ -27,7 +27,7 @@ import warnings
 import metaworld.policies
 import numpy as np
 
-from sarm2_sim.catalogue import TaskSpec
+from sarm2_common.catalogue import TaskSpec
 
 # Steps of the scripted release: open the gripper in place, then retreat.
 RELEASE_OPEN_STEPS = 8

@@ -18,7 +18,7 @@ import metaworld
 import mujoco
 import numpy as np
 
-from sarm2_sim.catalogue import load_catalogue, TaskSpec
+from sarm2_common.catalogue import load_catalogue, TaskSpec
 from sarm2_sim.experts import ScriptedExpert
 
 # Cameras defined in every Meta-World v3 scene.

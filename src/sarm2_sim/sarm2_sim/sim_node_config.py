@@ -2,14 +2,14 @@
 
 The node's parameters map one to one onto ``SimNodeConfig``; the topic names are the defaults
 (remap them like any ROS topic). Bag topics shared with the recorders come from
-``sarm2_reward.bag_io`` so a recorded rollout and a demonstration use the same names.
+``sarm2_common.bag_io`` so a recorded rollout and a demonstration use the same names.
 """
 
 from dataclasses import dataclass, field
 import math
 
 import numpy as np
-from sarm2_reward.bag_io import ACTION_TOPIC, GROUND_TRUTH_TOPIC, image_topic, JOINT_STATES_TOPIC
+from sarm2_common.bag_io import ACTION_TOPIC, GROUND_TRUTH_TOPIC, image_topic, JOINT_STATES_TOPIC
 
 from sarm2_sim.sim_arm import ACTION_SIZE, SimArmConfig
 

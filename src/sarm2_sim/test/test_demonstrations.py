@@ -8,12 +8,12 @@ from mcap_ros2.decoder import DecoderFactory
 import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
-from sarm2_reward import bag_io
-from sarm2_reward.bag_dataset import read_episodes
-from sarm2_reward.episode import UNLABELLED
-from sarm2_reward.vocabulary import primitive_id
+from sarm2_common import bag_io
+from sarm2_common.bag_dataset import read_episodes
+from sarm2_common.episode import UNLABELLED
+from sarm2_common.vocabulary import primitive_id
 from sarm2_sim import demonstrations
-from sarm2_sim.catalogue import load_catalogue
+from sarm2_common.catalogue import load_catalogue
 from sarm2_sim.demonstrations import (episode_path, episode_seed, main,
                                       record_demonstrations, RecordingRefusedError)
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from sarm2_reward.vocabulary import PRIMITIVES
-from sarm2_sim.catalogue import load_catalogue, task_names
+from sarm2_common.vocabulary import PRIMITIVES
+from sarm2_common.catalogue import load_catalogue, task_names
 from sarm2_sim.experts import LABELLERS
 from sarm2_sim.sim_arm import JOINT_COUNT, SimArm, SimArmConfig
 

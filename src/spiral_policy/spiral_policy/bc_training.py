@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sarm2_reward.episode import Episode
+from sarm2_common.episode import Episode
 from spiral_policy.compact_vla import (ACTION_MASK, ACTIONS, CompactVla, CompactVlaConfig,
                                        IMAGES, save_checkpoint, STATE, TEXT)
 from spiral_policy.preprocessing import (images_to_array, instruction_features,
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
         print(f'error: --data {missing} does not exist', file=sys.stderr)
         return 2
     # imported here so --help and argument errors do not pay for the bag reader's imports
-    from sarm2_reward.bag_dataset import read_episodes
+    from sarm2_common.bag_dataset import read_episodes
 
     episodes = read_episodes(list(args.data))
     if args.tasks:

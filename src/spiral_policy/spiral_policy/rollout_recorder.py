@@ -15,7 +15,7 @@ A crash therefore loses at most the records of the last ``flush_period``; what i
 with ``rosbags`` and ``mcap`` without any repair step. Messages arrive already serialized (CDR,
 from rclpy or rosbags) and are stored in canonical form (``canonical_cdr``), so the bag holds
 exactly the messages the node received or sent; schemas come from a rosbags typestore
-(``sarm2_reward.bag_io`` registers the sarm2_msgs types there).
+(``sarm2_common.bag_io`` registers the sarm2_msgs types there).
 """
 
 from dataclasses import dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sarm2_reward.episode import Episode
+from sarm2_common.episode import Episode
 from spiral_policy.bc_training import BcTrainingConfig, main as train_main, random_shift, train
 from spiral_policy.compact_vla import (CompactVla, CompactVlaConfig, CompactVlaPolicy,
                                        CONFIG_FILE, load_model, save_checkpoint, WEIGHTS_FILE)

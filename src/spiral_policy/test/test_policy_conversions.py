@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from builtin_interfaces.msg import Time
-from sarm2_reward.image_encoding import encode_image
+from sarm2_common.image_encoding import encode_image
 from sensor_msgs.msg import Image, JointState
 from spiral_policy.ros.conversions import (float64_array, float_array, gripper_command,
                                            image_to_rgb, joint_positions,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from sarm2_reward import bag_io
-from sarm2_reward.bag_dataset import read_episode
+from sarm2_common import bag_io
+from sarm2_common.bag_dataset import read_episode
 from spiral_policy.rollout_recorder import RolloutRecorder, StreamingBagWriter
 
 TOPICS = {bag_io.image_topic('corner'): bag_io.IMAGE_TYPE,
@@ -98,7 +98,7 @@ CHILD = r"""
 import sys, time
 sys.path[:0] = {paths!r}
 from pathlib import Path
-from sarm2_reward import bag_io
+from sarm2_common import bag_io
 from spiral_policy.rollout_recorder import RolloutRecorder
 import test_rollout_recorder as t
 recorder = RolloutRecorder(Path(sys.argv[1]), bag_io.typestore(), flush_period=0.2)

@@ -5,9 +5,10 @@ The expert, replayed through the safety filter and the twist mapping, still solv
 """
 
 import numpy as np
+import pytest
 
 from sarm2_sim.sim_arm import SimArm, SimArmConfig
-from spiral_policy.sim_evaluation import run_sim_episode, sim_control_core
+from spiral_policy.sim_evaluation import run_sim_episode, sim_control_core, wilson_interval
 
 
 class ExpertPolicy:
@@ -40,3 +41,10 @@ def test_expert_through_the_control_core_succeeds():
         assert np.isfinite(arm.end_effector_position()).all()
     finally:
         arm.close()
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(25, 50)
+    assert low == pytest.approx(0.366, abs=1e-3) and high == pytest.approx(0.634, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)

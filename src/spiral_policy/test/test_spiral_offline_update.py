@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sarm2_reward.bag_io import (ACTION_TOPIC, action_message, BagWriter, image_message,
+from sarm2_common.bag_io import (ACTION_TOPIC, action_message, BagWriter, image_message,
                                  image_topic, joint_state_message, JOINT_STATES_TOPIC,
                                  METADATA_END, METADATA_START, metadata_message, METADATA_TOPIC)
 from sarm2_reward.checkpoint import save_checkpoint
-from sarm2_reward.episode import Episode, UNLABELLED
+from sarm2_common.episode import Episode, UNLABELLED
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.text_embedding import make_text_embedder
 from spiral_policy.spiral.config import SpiralConfig

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ..backend import RewardBackend, RewardEstimate
-from ..episode import Episode
+from sarm2_common.episode import Episode
 from .questions import (COMPLETION, CONTRASTIVE, interpret, LrmAnswers, PROGRESS, PROMPTS,
                         QUESTIONS)
 from .vlm_clients import OpenAiChatClient, TransformersVlmClient, VlmClient, VlmError

@@ -1,7 +1,7 @@
 """Message <-> array conversion for the reward node, as pure functions (no node state).
 
 Images go through the real ``cv_bridge`` when it is importable (robot installs) and through
-``sarm2_reward.image_encoding`` (same semantics, numpy only) otherwise.
+``sarm2_common.image_encoding`` (same semantics, numpy only) otherwise.
 """
 
 from builtin_interfaces.msg import Duration
@@ -14,7 +14,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..backend import RewardEstimate
-from ..image_encoding import decode_image, encode_image, ImageDecodeError, to_rgb8
+from sarm2_common.image_encoding import decode_image, encode_image, ImageDecodeError, to_rgb8
 from ..reward_diagnostics import DiagnosticReport
 
 try:  # Only robot installs have ROS 2's cv_bridge; PyPI's cv-bridge is a broken ROS 1 repack.

@@ -39,20 +39,20 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Header
 from visualization_msgs.msg import MarkerArray
 
-from .qos import LATCHED, RELIABLE, SENSOR_DATA
+from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
 from .reward_conversions import (diagnostics_msg, image_msg_to_rgb, joint_positions,
                                  JointStateError, reward_markers, rgb_to_image_msg,
                                  stage_reward_msg, using_cv_bridge)
 from ..backend import backend_from_config, RewardBackend
 from ..frame_queue import DroppingQueue
-from ..image_encoding import ImageDecodeError
+from sarm2_common.image_encoding import ImageDecodeError
 from ..overlay import draw_overlay
 from ..reward_diagnostics import OK, RewardNodeMonitor, WARN
-from .lifecycle import spin_lifecycle_node
+from sarm2_common.ros.lifecycle import spin_lifecycle_node
 from ..reward_node_config import (APPLIED_ON_CONFIGURE, PARAMETER_DOCS, READ_ONLY,
                                   RewardNodeConfig)
 from ..stamp_pairing import DEFAULT_HISTORY, StampPairer
-from ..task_instructions import catalogue_instruction
+from sarm2_common.catalogue import catalogue_instruction
 
 JOINTS = 'joint_states'
 NS = 1_000_000_000

@@ -35,13 +35,13 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sarm2_msgs.msg import SimGroundTruth
 from sarm2_msgs.srv import ResetEpisode, SetTask
-from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
-from sarm2_reward.vocabulary import primitive_id
+from sarm2_common.ros.qos import RELIABLE, SENSOR_DATA
+from sarm2_common.vocabulary import primitive_id
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray
 
 from .conversions import camera_info_msg, image_msg, joint_state_msg, time_msg
-from ..catalogue import load_catalogue
+from sarm2_common.catalogue import load_catalogue
 from ..sim_arm import CAMERAS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SimArm
 from ..sim_node_config import (BASE_FRAME, camera_frame, camera_image_topic,
                                camera_info_topic, check_command, CheckedCommand, CLOCK_TOPIC,
@@ -54,7 +54,7 @@ NS = 1_000_000_000
 _RATE = FloatingPointRange(from_value=0.1, to_value=1000.0)
 # name: (default, description, read_only, range)
 PARAMETERS = {
-    'task': ('pick-place-v3', 'task from config/tasks.yaml at startup (change: /sim/set_task)',
+    'task': ('pick-place-v3', 'catalogue task at startup (change: /sim/set_task)',
              True, None),
     'cameras': (['corner'], f'cameras to publish, from: {", ".join(CAMERAS)}', True, None),
     'image_size': (64, 'square image size, px', True,

@@ -6,7 +6,7 @@ import numpy as np
 
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import TwistStamped
-from sarm2_reward.image_encoding import decode_rgb8, ImageFields
+from sarm2_common.image_encoding import decode_rgb8, ImageFields
 from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -77,7 +77,7 @@ def float64_array(values: np.ndarray) -> Float64MultiArray:
     """Pack a float vector as Float64MultiArray.
 
     Used for joint positions of a ros2_control forward position controller and for actions in
-    the bag layout of ``sarm2_reward.bag_io``.
+    the bag layout of ``sarm2_common.bag_io``.
     """
     return Float64MultiArray(data=_packed('d', values, np.float64))
 

@@ -27,7 +27,7 @@ Topics (defaults):
 Action: ~/run_episode (sarm2_msgs/RunEpisode). Service: ~/reset_estop (std_srvs/Trigger).
 
 Rollout bags (one per episode, ``bag_directory/<episode_id>``) use the demo layout of
-``sarm2_reward.bag_io`` so ``bag_dataset.read_episodes`` reads them: the camera and joint
+``sarm2_common.bag_io`` so ``bag_dataset.read_episodes`` reads them: the camera and joint
 messages the policy saw, ``/sim/action`` (executed action after safety, policy units),
 ``/policy/base_action`` (policy output), ``/policy/instruction``, the published commands under
 their topics, rewards, ground truth (sim), ``/episode/status`` and ``/episode/metadata``.
@@ -54,10 +54,10 @@ from rclpy.serialization import serialize_message
 from sarm2_msgs.action import RunEpisode
 from sarm2_msgs.msg import EpisodeMetadata, EpisodeStatus, SimGroundTruth, StageReward
 from sarm2_msgs.srv import ResetEpisode, SetTask
-from sarm2_reward import bag_io
-from sarm2_reward.ros.lifecycle import spin_lifecycle_node
-from sarm2_reward.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
-from sarm2_reward.task_instructions import catalogue_instruction
+from sarm2_common import bag_io
+from sarm2_common.ros.lifecycle import spin_lifecycle_node
+from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
+from sarm2_common.catalogue import catalogue_instruction
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger

@@ -3,7 +3,7 @@
 Episodes that cannot be used are reported and skipped, never fatal: another task, missing
 cameras, a different joint/action size, fewer than two frames, no base actions and no base
 policy to recompute them. Bags that cannot be read at all (truncated, missing topics) are
-reported by ``sarm2_reward.bag_dataset.read_episodes``, which skips or partially reads them.
+reported by ``sarm2_common.bag_dataset.read_episodes``, which skips or partially reads them.
 
 The round report (``round_report.json`` beside the checkpoint) lists every episode used with the
 id of the reward model that labelled it, every skipped episode with the reason, and the
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sarm2_reward.bag_dataset import read_episodes
-from sarm2_reward.episode import Episode
+from sarm2_common.bag_dataset import read_episodes
+from sarm2_common.episode import Episode
 from spiral_policy.compact_vla import CompactVlaPolicy
 from spiral_policy.spiral.config import SpiralConfig
 from spiral_policy.spiral.learner import METHODS, SpiralLearner

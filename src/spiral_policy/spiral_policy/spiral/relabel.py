@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sarm2_reward.episode import Episode
+from sarm2_common.episode import Episode
 from sarm2_reward.inference import predict_episode, Sarm2Predictor
 from sarm2_reward.labeling import dense_rewards
 from sarm2_reward.text_embedding import make_text_embedder

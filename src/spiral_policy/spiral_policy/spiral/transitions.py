@@ -1,6 +1,6 @@
 """Chunk-level transitions built from scored rollouts, and the replay buffer they live in.
 
-Frame convention (as in ``sarm2_reward.episode``): ``actions[t]`` is issued after observing frame
+Frame convention (as in ``sarm2_common.episode``): ``actions[t]`` is issued after observing frame
 t, and the labelled per-frame reward ``frame_rewards[t]`` is the value change that arrives with
 frame t. The reward of action t is therefore ``frame_rewards[t + 1]``; the last action's outcome
 is never observed, so its dense reward is 0; the outcome (``success_reward``) is paid on it.

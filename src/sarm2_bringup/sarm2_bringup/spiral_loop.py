@@ -28,11 +28,12 @@ import sys
 from .report_tables import HTML_STYLE, html_table, rate_cell, text_table
 from .run_steps import (CONFIG_FILE, execute, is_done, read_jsonl, read_step, RunContext,
                         RunError, Step, write_json_atomic)
-from .sim_graph import (console_script, node_summary, open_run, resume_episode_log, ROOT,
+from .sim_graph import (console_script, node_summary, open_run, resume_episode_log,
                         run_node_episodes, SimGraph)
 
-RUNS = ROOT / 'runs' / 'loops'
-DEMO_RUN = ROOT / 'runs' / 'latest'
+# Under the working directory, like make demo's runs.
+RUNS = Path('runs') / 'loops'
+DEMO_RUN = Path('runs') / 'latest'
 # Initial-state seeds of round r's rollouts start at LOOP_SEED + 1000 r: fresh in every round
 # and apart from the demo's demonstration, rollout and evaluation seeds.
 LOOP_SEED = 30_000
@@ -59,7 +60,7 @@ class LoopConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from sarm2_sim.catalogue import check_tasks
+        from sarm2_common.catalogue import check_tasks
 
         self.tasks = check_tasks(self.tasks)
         for name in ('rounds', 'episodes_per_round', 'max_steps', 'updates'):
@@ -92,8 +93,8 @@ def spiral_config_for(vla_checkpoint: Path, updates: int) -> dict:
     The residual acts on the VLA's action chunks, cameras and joint state; the network sizes
     and coefficients are the ones ``bench/spiral.py`` measures.
     """
-    from .compact_vla import CompactVlaConfig
-    from .spiral.config import SpiralConfig
+    from spiral_policy.compact_vla import CompactVlaConfig
+    from spiral_policy.spiral.config import SpiralConfig
 
     vla = CompactVlaConfig.from_json(json.loads((Path(vla_checkpoint) / 'config.json')
                                                 .read_text()))

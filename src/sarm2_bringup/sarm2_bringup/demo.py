@@ -33,10 +33,11 @@ import time
 from .report_tables import HTML_STYLE, html_table, rate_cell, text_table, verdict
 from .run_steps import (CONFIG_FILE, execute, is_done, read_jsonl, read_step, RunContext,
                         RunError, Step)
-from .sim_graph import (node_summary, open_run, resume_episode_log, ROOT, run_node_episodes,
+from .sim_graph import (node_summary, open_run, resume_episode_log, run_node_episodes,
                         SimGraph, success_row)
 
-RUNS = ROOT / 'runs'
+# Runs are kept under the working directory (the repository root for `make demo`).
+RUNS = Path('runs')
 CAMERA = 'corner'
 IMAGE_SIZE = 64
 # Initial-state seeds: demos, node rollouts and the evaluation never share one.
@@ -65,7 +66,7 @@ class DemoConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from sarm2_sim.catalogue import check_tasks
+        from sarm2_common.catalogue import check_tasks
 
         self.tasks = check_tasks(self.tasks)
         for name in ('demos_per_task', 'reward_steps', 'v1_steps', 'vla_steps', 'vla_batch_size',
@@ -111,7 +112,7 @@ def step_demos(ctx: RunContext, out: Path) -> dict:
 
 
 def load_demo_episodes(ctx: RunContext):
-    from sarm2_reward.bag_dataset import read_episodes
+    from sarm2_common.bag_dataset import read_episodes
 
     demos = ctx.step_dir('demos')
     return read_episodes([demos / p for p in ctx.results['demos']['bags']])

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from spiral_policy import demo, report_tables, run_steps, sim_graph
-from spiral_policy.demo import DemoConfig
-from spiral_policy.run_steps import RunContext, Step
+from sarm2_bringup import demo, report_tables, run_steps, sim_graph
+from sarm2_bringup.demo import DemoConfig
+from sarm2_bringup.run_steps import RunContext, Step
 
 
 class Recorder:

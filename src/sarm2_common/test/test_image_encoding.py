@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sarm2_reward.image_encoding import (decode_image, decode_rgb8, encode_image, encoding_info,
+from sarm2_common.image_encoding import (decode_image, decode_rgb8, encode_image, encoding_info,
                                          ImageDecodeError, ImageFields, to_rgb8)
 
 RNG = np.random.default_rng(0)

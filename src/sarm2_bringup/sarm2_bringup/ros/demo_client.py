@@ -1,6 +1,6 @@
 """The demo's ROS side: send RunEpisode goals to the policy node and wait for their results.
 
-``spiral_policy.demo`` stays ROS-free and imports this module only in the steps that drive the
+``sarm2_bringup.demo`` stays ROS-free and imports this module only in the steps that drive the
 running nodes. The client also counts the live SARM2 rewards published during each episode, so
 the demo can show that the reward node really scored the rollout.
 """
@@ -15,7 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from sarm2_msgs.action import RunEpisode
 from sarm2_msgs.msg import StageReward
 
-from sarm2_reward.ros.qos import RELIABLE
+from sarm2_common.ros.qos import RELIABLE
 
 # wait_for_server only proves the goal request side is matched; on a busy host the reply side
 # can still be matching, and a goal sent at once loses its response.

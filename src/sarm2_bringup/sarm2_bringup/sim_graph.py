@@ -2,7 +2,7 @@
 
 Used by ``make demo`` and ``spiral_loop``. This module is ROS-free at import time: the nodes run
 in their own processes (colcon-installed console scripts, each in its own process group, log
-to a file) and the RunEpisode client (``spiral_policy.ros.demo_client``) is imported only when
+to a file) and the RunEpisode client (``sarm2_bringup.ros.demo_client``) is imported only when
 episodes run.
 """
 
@@ -18,15 +18,37 @@ import subprocess
 from .run_steps import (append_jsonl, link_latest, read_jsonl, RunContext, RunError,
                         select_run, stop_on_sigterm)
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def console_script(package: str, name: str) -> Path:
-    """Path of a colcon-installed console script; a clear error when the build is missing."""
-    path = ROOT / 'install' / package / 'lib' / package / name
-    if not path.exists():
-        raise RunError(f'{path} not found: run `make bootstrap` (or scripts/bootstrap.sh) '
-                       'to build the workspace')
+    """Path of an installed console script (``<prefix>/lib/<package>/<name>``).
+
+    Found through the ament index, so it works from a colcon install space (symlinked or not)
+    and from a system ROS install alike; a clear error when the workspace is not built/sourced.
+    """
+    from ament_index_python.packages import get_package_prefix, PackageNotFoundError
+
+    try:
+        path = Path(get_package_prefix(package)) / 'lib' / package / name
+    except (PackageNotFoundError, KeyError):
+        path = None
+    if path is None or not path.exists():
+        raise RunError(f'console script {name} of {package} not found: build and source the '
+                       'workspace (`make bootstrap`, then `source scripts/env.sh`)')
+    return path
+
+
+def config_file(name: str) -> Path:
+    """Return a node parameter file installed with sarm2_bringup (its share/config)."""
+    from ament_index_python.packages import get_package_share_directory, PackageNotFoundError
+
+    try:
+        path = Path(get_package_share_directory('sarm2_bringup')) / 'config' / name
+    except (PackageNotFoundError, KeyError):
+        raise RunError('sarm2_bringup is not installed: build and source the workspace '
+                       '(`make bootstrap`, then `source scripts/env.sh`)') from None
+    if not path.is_file():
+        raise RunError(f'{path} not found: rebuild the workspace (`make bootstrap`)')
     return path
 
 
@@ -108,7 +130,7 @@ def resume_episode_log(out: Path) -> tuple[Path, Path, Path, list[dict]]:
 
 def success_row(rows: list[dict]) -> dict:
     """Successes, rate and 95% Wilson interval of episode records (or outcomes)."""
-    from .sim_evaluation import wilson_interval
+    from spiral_policy.sim_evaluation import wilson_interval
 
     successes = sum(bool(r['success']) for r in rows)
     low, high = wilson_interval(successes, len(rows))
@@ -158,19 +180,19 @@ class SimGraph:
         nodes = []
         try:
             nodes.append(NodeProcess(console_script('sarm2_sim', 'sim_node'), 'sim_node',
-                                     ROOT / 'config' / 'sim_node.yaml',
+                                     config_file('sim_node.yaml'),
                                      {'task': self.task, 'image_size': self.image_size,
                                       'cameras': '[' + ','.join(self.cameras) + ']',
                                       'sim_rate': rate, 'camera_rate': rate,
                                       'joint_state_rate': rate * 2, 'max_linear_speed': 0.8,
                                       'seed': self.seed}, logs, self.env))
             nodes.append(NodeProcess(console_script('sarm2_reward', 'reward_node'),
-                                     'reward_node', ROOT / 'config' / 'reward_node.yaml',
+                                     'reward_node', config_file('reward_node.yaml'),
                                      {'checkpoint': self.reward_checkpoint, 'autostart': 'true',
                                       'torch_threads': 1, 'task': self.task}, logs, self.env))
             nodes.append(NodeProcess(
                 console_script('spiral_policy', 'policy_node'), 'policy_node',
-                ROOT / 'config' / 'policy_node.yaml',
+                config_file('policy_node.yaml'),
                 {'checkpoint': self.vla_checkpoint, 'autostart': 'true',
                  'bag_directory': bags, 'success_source': 'sim',
                  'max_steps': self.max_steps, 'control_rate': rate,

@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from sarm2_reward import bag_io
-from sarm2_reward.bag_playback import PlaybackConfig, playback_schedule, read_bag
+from sarm2_common import bag_io
+from sarm2_common.bag_playback import PlaybackConfig, playback_schedule, read_bag
 
 PERIOD_NS = 50_000_000
 FRAMES = 40

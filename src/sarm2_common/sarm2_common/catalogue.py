@@ -1,10 +1,13 @@
-"""The task catalogue (config/tasks.yaml): Meta-World tasks, instructions, primitive sequences."""
+"""The task catalogue: tasks, their instructions and primitive sequences (package data).
+
+``tasks.yaml`` ships inside this package, so every node (on a robot without the simulator too)
+finds a task's instruction; the simulated arm also reads its Meta-World settings from it.
+"""
 
 from dataclasses import dataclass
-import os
 from pathlib import Path
 
-from sarm2_reward.vocabulary import primitive_id
+from sarm2_common.vocabulary import primitive_id
 import yaml
 
 SPLITS = ('train', 'heldout')
@@ -13,7 +16,7 @@ CATALOGUE_FILE = 'tasks.yaml'
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One catalogue entry (see the comments in config/tasks.yaml for the fields)."""
+    """One catalogue entry (see the comments in tasks.yaml for the fields)."""
 
     name: str
     instruction: str
@@ -40,17 +43,8 @@ class TaskSpec:
 
 
 def default_catalogue_path() -> Path:
-    """Find config/tasks.yaml: the source tree first, then every installed share/<pkg>/config."""
-    source_tree = Path(__file__).resolve().parents[3] / 'config' / CATALOGUE_FILE
-    if source_tree.is_file():
-        return source_tree
-    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        candidate = Path(prefix) / 'share' / 'sarm2_sim' / 'config' / CATALOGUE_FILE
-        if prefix and candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f'no {CATALOGUE_FILE}: looked in {source_tree.parent} and share/sarm2_sim/config under '
-        'AMENT_PREFIX_PATH; pass the path explicitly')
+    """Return the path of the catalogue shipped with this package."""
+    return Path(__file__).resolve().parent / CATALOGUE_FILE
 
 
 def load_catalogue(path: str | Path | None = None) -> dict[str, TaskSpec]:
@@ -93,3 +87,9 @@ def check_tasks(tasks, catalogue: dict[str, TaskSpec] | None = None) -> tuple[st
         raise ValueError(f'unknown task(s) {unknown or "(none given)"}; the catalogue has: '
                          f'{", ".join(catalogue)}')
     return tasks
+
+
+def catalogue_instruction(task: str) -> str:
+    """Return the catalogue's instruction for ``task``, or '' when the task is not in it."""
+    spec = load_catalogue().get(task)
+    return spec.instruction if spec is not None else ''

@@ -1,6 +1,6 @@
 """SARM2 rewards and the SPIRAL policy next to your own camera and arm drivers.
 
-    ros2 launch spiral_policy robot.launch.py reward_checkpoint:=/models/sarm2 \
+    ros2 launch sarm2_bringup robot.launch.py reward_checkpoint:=/models/sarm2 \
         policy_checkpoint:=/models/vla camera_topic:=/wrist_camera/color/image_raw \
         command_interface:=joint_trajectory command_topic:=/arm_controller/joint_trajectory
 
@@ -22,7 +22,7 @@ from launch_ros.substitutions import FindPackageShare
 def generate_launch_description():
     # String-array parameters take a list of substitution lists ([[...]]): a flat list of
     # substitutions is concatenated into one string by launch_ros.
-    config = PathJoinSubstitution([FindPackageShare('spiral_policy'), 'config'])
+    config = PathJoinSubstitution([FindPackageShare('sarm2_bringup'), 'config'])
     use_sim_time = LaunchConfiguration('use_sim_time')
     camera_topic = LaunchConfiguration('camera_topic')
     joint_states = LaunchConfiguration('joint_states_topic')

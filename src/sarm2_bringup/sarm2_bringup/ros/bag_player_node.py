@@ -24,8 +24,8 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 ParameterType)
 from rosgraph_msgs.msg import Clock
 
-from ..bag_playback import PlaybackConfig, playback_schedule, read_bag
-from .qos import RELIABLE
+from sarm2_common.bag_playback import PlaybackConfig, playback_schedule, read_bag
+from sarm2_common.ros.qos import RELIABLE
 
 
 def message_class(msgtype: str):

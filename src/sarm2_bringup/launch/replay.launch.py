@@ -1,6 +1,6 @@
 """Replay a recorded episode bag into the reward node, to watch or evaluate a reward model.
 
-    ros2 launch spiral_policy replay.launch.py bag:=rollouts/episode_0003 \
+    ros2 launch sarm2_bringup replay.launch.py bag:=rollouts/episode_0003 \
         reward_checkpoint:=runs/demo/sarm2 rate:=1.0
 
 The bag player publishes the recorded camera and joint messages with their original timing (and
@@ -20,7 +20,7 @@ from launch_ros.substitutions import FindPackageShare
 
 
 def generate_launch_description():
-    config = PathJoinSubstitution([FindPackageShare('spiral_policy'), 'config'])
+    config = PathJoinSubstitution([FindPackageShare('sarm2_bringup'), 'config'])
     arguments = [
         DeclareLaunchArgument('bag', description='rosbag2 bag directory to replay'),
         DeclareLaunchArgument('reward_checkpoint', description='SARM2 checkpoint directory'),
@@ -35,7 +35,7 @@ def generate_launch_description():
                               description='start RViz with config/sarm2.rviz'),
     ]
     player = Node(
-        package='sarm2_reward', executable='bag_player', name='bag_player', output='screen',
+        package='sarm2_bringup', executable='bag_player', name='bag_player', output='screen',
         parameters=[{'bag': LaunchConfiguration('bag'), 'rate': LaunchConfiguration('rate'),
                      'publish_clock': True,
                      'wait_for_subscribers': LaunchConfiguration('wait_for_subscribers')}])

@@ -1,6 +1,6 @@
 """The whole loop without hardware: simulated arm + reward node + policy node (+ RViz).
 
-    ros2 launch spiral_policy sim.launch.py reward_checkpoint:=runs/demo/sarm2 \
+    ros2 launch sarm2_bringup sim.launch.py reward_checkpoint:=runs/demo/sarm2 \
         policy_checkpoint:=runs/demo/vla task:=push-v3
 
 Then run an episode (the policy node records it as a bag under rollouts/):
@@ -21,11 +21,11 @@ from launch_ros.substitutions import FindPackageShare
 
 
 def generate_launch_description():
-    config = PathJoinSubstitution([FindPackageShare('spiral_policy'), 'config'])
+    config = PathJoinSubstitution([FindPackageShare('sarm2_bringup'), 'config'])
     use_sim_time = LaunchConfiguration('use_sim_time')
     arguments = [
         DeclareLaunchArgument('task', default_value='pick-place-v3',
-                              description='task from config/tasks.yaml run by the sim'),
+                              description='task of the catalogue (sarm2_common/tasks.yaml)'),
         DeclareLaunchArgument('camera', default_value='corner',
                               description='sim camera the reward model and policy see'),
         DeclareLaunchArgument('reward_checkpoint',

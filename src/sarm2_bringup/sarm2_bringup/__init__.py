@@ -1,0 +1,1 @@
+"""Bring-up of the SARM2 stack: launch files, configs, the demo, the SPIRAL loop."""

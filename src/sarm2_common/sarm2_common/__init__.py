@@ -1,0 +1,1 @@
+"""Shared helpers of the SARM2 stack: bag I/O, episode format, vocabulary, images, tasks."""

@@ -1,0 +1,1 @@
+"""ROS 2 helpers shared by every node: QoS, lifecycle, parameters, conversions."""
