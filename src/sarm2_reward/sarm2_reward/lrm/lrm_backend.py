@@ -10,6 +10,7 @@ Failures (timeouts, HTTP errors, garbage answers) are counted and the held estim
 node keeps publishing and reports the fault in diagnostics.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 import threading
 import time
@@ -220,27 +221,32 @@ def lrm_backend_from_config(config) -> LrmBackend:
                                 mode=config.lrm_mode))
 
 
-def answers_per_frame(client: VlmClient, episode: Episode, config: LrmConfig
-                      ) -> list[LrmAnswers | None]:
+def answers_per_frame(client: VlmClient, episode: Episode, config: LrmConfig,
+                      tally: Counter | None = None) -> list[LrmAnswers | None]:
     """Offline: the held LRM answers of every frame (queried every N frames; None before any).
 
     Synchronous: offline relabeling has no frame clock to keep up with. A failed query holds the
-    previous answer, exactly as the live backend does.
+    previous answer, exactly as the live backend does. ``tally`` counts queries, answers, failed
+    queries per kind (``failed_<kind>``) and unparseable answers per question.
     """
     if config.camera not in episode.images:
         raise ValueError(f'episode {episode.episode_id} has no camera {config.camera!r} '
                          f'(has {sorted(episode.images)})')
+    tally = Counter() if tally is None else tally
     frames = episode.images[config.camera]
     held: LrmAnswers | None = None
     earlier = None
     per_frame = []
     for t in range(len(episode)):
         if t % config.query_every == 0:
+            tally['queries'] += 1
             try:
                 held = ask_round(client, episode.instruction, frames[t], earlier, frames[0],
                                  held.progress if held else 0.0)
-            except VlmError:
-                pass
+                tally['answers'] += 1
+                tally.update(f'unparseable_{q}' for q in held.unparseable)
+            except VlmError as error:
+                tally[f'failed_{error.kind}'] += 1
             earlier = frames[t]
         per_frame.append(held)
     return per_frame
