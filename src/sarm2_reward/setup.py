@@ -34,6 +34,7 @@ setup(
             'evaluate_reward_model = sarm2_reward.evaluation:main',
             'reward_node = sarm2_reward.ros.reward_node:main',
             'bag_player = sarm2_reward.ros.bag_player_node:main',
+            'lrm_merge_adapter = sarm2_reward.lrm.merge_adapter:main',
         ],
     },
 )

@@ -195,6 +195,29 @@ def test_each_question_runs_with_its_own_adapter_only(model_dir, adapters):
     assert torch.equal(first_step_logits(client, queries['contrastive']), contrastive)
 
 
+def test_merged_progress_adapter_is_a_plain_model_of_the_same_answers(model_dir, adapters,
+                                                                      tmp_path):
+    from sarm2_reward.lrm.merge_adapter import main
+
+    directory, trained = adapters['progress']
+    out = tmp_path / 'merged'
+    assert main([str(model_dir), str(directory), str(out)]) == 0
+    assert main([str(model_dir), str(directory), str(out)]) == 2      # never overwrites
+    merged = TransformersVlmClient(str(out), max_new_tokens=2)       # no peft, as vLLM loads it
+    # The fine-tuned vision tower is in the merged weights bit for bit.
+    tower = {name.replace('base_model.model.', '').replace('.modules_to_save', ''): value
+             for name, value in trained.items() if '.modules_to_save.' in name}
+    weights = dict(merged.model.named_parameters())
+    assert tower and all(torch.equal(weights[name], value) for name, value in tower.items())
+    initial, _, current = frames()
+    query = progress_query('open the drawer', initial, current)
+    adapted = TransformersVlmClient(str(model_dir), adapter_dirs=str(directory),
+                                    max_new_tokens=2)
+    # LoRA folded into the weights: the same logits up to float rounding.
+    torch.testing.assert_close(first_step_logits(merged, query),
+                               first_step_logits(adapted, query), rtol=1e-4, atol=1e-5)
+
+
 def test_an_all_zero_adapter_is_refused(model_dir, tmp_path):
     peft = pytest.importorskip('peft')
     from transformers import AutoModelForImageTextToText

@@ -130,7 +130,8 @@ class OpenAiChatClient(VlmClient):
             raise VlmError('protocol', f'{url}: not a chat completion: {body[:80]!r}') from None
 
 
-def _check_directory(label: str, directory: str, marker: str) -> None:
+def check_directory(label: str, directory: str, marker: str) -> None:
+    """Raise ValueError unless ``directory`` holds ``marker`` (a save_pretrained file)."""
     if not (pathlib.Path(directory) / marker).is_file():
         raise ValueError(f'VLM {label} directory {directory!r} has no {marker} '
                          '(expected a save_pretrained directory)')
@@ -161,17 +162,56 @@ def outermost_modules(model, names: list[str] | None) -> list[str] | None:
     return [name for name in names if not redundant(name)]
 
 
+def load_adapters(model, adapters: Mapping[str, str]):
+    """Load each distinct adapter directory of ``adapters`` (question -> directory) onto ``model``.
+
+    Return the peft model and the adapter name of each question. Adapters with
+    ``modules_to_save`` are loaded first (peft builds those wrappers with the first adapter), and
+    nested ``modules_to_save`` entries are dropped (``outermost_modules``). Raise ValueError when
+    an adapter's tensors do not all land in the model, or its LoRA B matrices are all zero (the
+    source server's check: such an adapter silently acts as the base model).
+    """
+    from peft import PeftConfig, PeftModel
+
+    by_directory = {}
+    for question, directory in adapters.items():
+        by_directory.setdefault(directory, []).append(question)
+    configs = {d: PeftConfig.from_pretrained(d) for d in by_directory}
+    ordered = sorted(by_directory, key=lambda d: not configs[d].modules_to_save)
+    peft_model, adapter_of = None, {}
+    for directory in ordered:
+        name = '_'.join(by_directory[directory])
+        config = configs[directory]
+        config.inference_mode = True
+        config.modules_to_save = outermost_modules(model, config.modules_to_save)
+        if peft_model is None:
+            peft_model = PeftModel(model, config, adapter_name=name)
+        else:
+            peft_model.add_adapter(name, config)
+        result = peft_model.load_adapter(directory, adapter_name=name, is_trainable=False)
+        if result.unexpected_keys or result.missing_keys:
+            raise ValueError(
+                f'adapter {directory!r} does not fit the model: '
+                f'{len(result.unexpected_keys)} saved tensors found no module (e.g. '
+                f'{result.unexpected_keys[:2]}), {len(result.missing_keys)} adapter tensors '
+                f'were not in the file (e.g. {result.missing_keys[:2]})')
+        lora_b = [p for n, p in peft_model.named_parameters() if f'lora_B.{name}.' in n]
+        if lora_b and not any(bool(p.abs().sum() > 0) for p in lora_b):
+            raise ValueError(f'adapter {directory!r} has all-zero LoRA B weights: it would '
+                             'act as the base model (an untrained or failed export)')
+        adapter_of.update(dict.fromkeys(by_directory[directory], name))
+    return peft_model, adapter_of
+
+
 class TransformersVlmClient(VlmClient):
     """A local image-text-to-text model (Qwen-VL, LLaVA, ...) with optional LoRA adapters.
 
     Nothing is downloaded: ``model_dir`` holds the model and its processor (``save_pretrained``
     layout, safetensors weights), each adapter directory a peft adapter. ``adapter_dirs`` is one
     directory for every question or a mapping question -> directory: every adapter is loaded once
-    at construction and the question's adapter is activated before each query. Adapters with
-    ``modules_to_save`` are loaded first (peft builds those wrappers with the first adapter).
-    Loading fails loudly when an adapter's weights did not all land in the model, or its LoRA B
-    matrices are all zero (the source server's check: such an adapter silently acts as the base
-    model). Decoding is greedy so the same frames give the same answer.
+    at construction (``load_adapters``, which fails loudly when an adapter did not load) and the
+    question's adapter is activated before each query. Decoding is greedy so the same frames
+    give the same answer.
     """
 
     def __init__(self, model_dir: str, adapter_dirs: str | Mapping[str, str] = '',
@@ -182,10 +222,10 @@ class TransformersVlmClient(VlmClient):
         except ImportError as error:
             raise ImportError(f'local VLMs need transformers ({error}); '
                               'or serve the model and use an HTTP endpoint') from None
-        _check_directory('model', model_dir, 'config.json')
+        check_directory('model', model_dir, 'config.json')
         adapters = per_question(adapter_dirs, 'adapter_dirs')
         for directory in set(adapters.values()) - {''}:
-            _check_directory('adapter', directory, 'adapter_config.json')
+            check_directory('adapter', directory, 'adapter_config.json')
         self._torch = torch
         self._lock = threading.Lock()
         self.device = device
@@ -197,43 +237,11 @@ class TransformersVlmClient(VlmClient):
         if any(adapters.values()):
             if not all(adapters.values()):
                 raise ValueError(f'give an adapter for every question or none, got {adapters}')
-            model = self._load_adapters(model, adapters)
+            model, self.adapter_of = load_adapters(model, adapters)
         self.model = model.to(device).eval()
         self.name = f'local:{pathlib.Path(model_dir).name}'
         if self.adapter_of:
             self.name += '+' + joined_name({q: pathlib.Path(d).name for q, d in adapters.items()})
-
-    def _load_adapters(self, model, adapters: dict[str, str]):
-        from peft import PeftConfig, PeftModel
-
-        by_directory = {}
-        for question, directory in adapters.items():
-            by_directory.setdefault(directory, []).append(question)
-        configs = {d: PeftConfig.from_pretrained(d) for d in by_directory}
-        ordered = sorted(by_directory, key=lambda d: not configs[d].modules_to_save)
-        peft_model = None
-        for directory in ordered:
-            name = '_'.join(by_directory[directory])
-            config = configs[directory]
-            config.inference_mode = True
-            config.modules_to_save = outermost_modules(model, config.modules_to_save)
-            if peft_model is None:
-                peft_model = PeftModel(model, config, adapter_name=name)
-            else:
-                peft_model.add_adapter(name, config)
-            result = peft_model.load_adapter(directory, adapter_name=name, is_trainable=False)
-            if result.unexpected_keys or result.missing_keys:
-                raise ValueError(
-                    f'adapter {directory!r} does not fit the model: '
-                    f'{len(result.unexpected_keys)} saved tensors found no module (e.g. '
-                    f'{result.unexpected_keys[:2]}), {len(result.missing_keys)} adapter tensors '
-                    f'were not in the file (e.g. {result.missing_keys[:2]})')
-            lora_b = [p for n, p in peft_model.named_parameters() if f'lora_B.{name}.' in n]
-            if lora_b and not any(bool(p.abs().sum() > 0) for p in lora_b):
-                raise ValueError(f'adapter {directory!r} has all-zero LoRA B weights: it would '
-                                 'act as the base model (an untrained or failed export)')
-            self.adapter_of.update(dict.fromkeys(by_directory[directory], name))
-        return peft_model
 
     def ask(self, query: Query) -> str:
         from PIL import Image
