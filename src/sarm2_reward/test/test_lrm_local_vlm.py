@@ -218,6 +218,17 @@ def test_merged_progress_adapter_is_a_plain_model_of_the_same_answers(model_dir,
                                first_step_logits(adapted, query), rtol=1e-4, atol=1e-5)
 
 
+def test_local_provenance_hashes_the_model_and_each_adapter(model_dir, adapters):
+    from sarm2_reward.lrm.settings import directory_sha256, VlmSource
+
+    dirs = tuple(str(adapters[q][0]) for q in QUESTIONS)
+    record = VlmSource(model_dir=str(model_dir), adapter_dirs=dirs).provenance()
+    assert record['source'] == {'model_dir': str(model_dir), 'adapter_dirs': dirs}
+    assert record['model_sha256'] == directory_sha256(str(model_dir))
+    assert list(record['adapter_sha256']) == list(QUESTIONS)
+    assert len(set(record['adapter_sha256'].values())) == 3      # three different adapters
+
+
 def test_an_all_zero_adapter_is_refused(model_dir, tmp_path):
     peft = pytest.importorskip('peft')
     from transformers import AutoModelForImageTextToText
