@@ -24,6 +24,7 @@ setup(
             'train_reward_model = sarm2_reward.train:main',
             'evaluate_reward_model = sarm2_reward.evaluation:main',
             'reward_node = sarm2_reward.ros.reward_node:main',
+            'lrm_merge_adapter = sarm2_reward.lrm.merge_adapter:main',
         ],
     },
 )

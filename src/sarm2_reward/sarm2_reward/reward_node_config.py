@@ -45,10 +45,19 @@ PARAMETER_DOCS = {
     'stale_timeout': 's without messages before a stream is reported as stale',
     'autostart': 'configure and activate at startup instead of waiting for lifecycle commands',
     'lrm_endpoint': 'lrm: OpenAI-compatible server URL, e.g. http://gpu-box:8000/v1 (vLLM, '
-                    'SGLang); or set lrm_model_dir (on configure)',
-    'lrm_model': 'lrm: model name the server serves (on configure)',
+                    'SGLang); or set lrm_endpoints or lrm_model_dir (on configure)',
+    'lrm_endpoints': 'lrm: one server URL per question (contrastive, progress, completion), '
+                     'instead of lrm_endpoint (on configure)',
+    'lrm_model': 'lrm: model name the server serves, for every question (on configure)',
+    'lrm_models': 'lrm: served model name per question (contrastive, progress, completion), '
+                  'e.g. the names of three served LoRA adapters; instead of lrm_model '
+                  '(on configure)',
     'lrm_model_dir': 'lrm: local transformers image-text-to-text model directory (on configure)',
-    'lrm_adapter_dir': 'lrm: optional LoRA adapter directory for the local model (on configure)',
+    'lrm_adapter_dir': 'lrm: optional LoRA adapter directory for the local model, used for '
+                       'every question (on configure)',
+    'lrm_adapter_dirs': 'lrm: one LoRA adapter directory per question (contrastive, progress, '
+                        'completion) for the local model, loaded once and switched per query; '
+                        'instead of lrm_adapter_dir (on configure)',
     'lrm_query_every': 'lrm: frames between VLM queries; the last answer is held in between',
     'lrm_mode': 'lrm: published reward: tri, contrastive, progress or completion (on configure)',
     'lrm_timeout': 'lrm: s before a VLM request counts as timed out (on configure)',
@@ -58,7 +67,8 @@ APPLIED_ON_CONFIGURE = ('backend', 'checkpoint', 'device', 'torch_threads', 'smo
                         'camera_topics', 'joint_states_topic', 'stage_gap', 'value_gap',
                         'sensor_qos_reliability', 'sensor_qos_depth', 'output_qos_depth',
                         'queue_size', 'pairing_slop', 'max_pairing_delay', 'stale_timeout',
-                        'lrm_endpoint', 'lrm_model', 'lrm_model_dir', 'lrm_adapter_dir',
+                        'lrm_endpoint', 'lrm_endpoints', 'lrm_model', 'lrm_models',
+                        'lrm_model_dir', 'lrm_adapter_dir', 'lrm_adapter_dirs',
                         'lrm_query_every', 'lrm_mode', 'lrm_timeout')
 # Parameters fixed at startup (set them on the command line or in the YAML file).
 READ_ONLY = ('autostart', 'diagnostics_period', 'task', 'instruction')
@@ -93,17 +103,22 @@ class RewardNodeConfig:
     stale_timeout: float = 1.0
     autostart: bool = False
     lrm_endpoint: str = ''
+    lrm_endpoints: tuple[str, ...] = ()
     lrm_model: str = ''
+    lrm_models: tuple[str, ...] = ()
     lrm_model_dir: str = ''
     lrm_adapter_dir: str = ''
+    lrm_adapter_dirs: tuple[str, ...] = ()
     lrm_query_every: int = 10
     lrm_mode: str = 'tri'
-    lrm_timeout: float = 10.0
+    lrm_timeout: float = 30.0
 
     def __post_init__(self):
         self.cameras = tuple(self.cameras)
         self.camera_topics = tuple(self.camera_topics)
         self.joint_names = tuple(self.joint_names)
+        for name in ('lrm_endpoints', 'lrm_models', 'lrm_adapter_dirs'):
+            setattr(self, name, tuple(getattr(self, name)))
         if self.backend not in BACKENDS:
             raise ValueError(f'backend must be one of {", ".join(BACKENDS)}, got '
                              f'{self.backend!r}')
@@ -139,17 +154,15 @@ class RewardNodeConfig:
                              f'got {self.sensor_qos_reliability!r}')
 
     def _check_lrm(self) -> None:
-        if bool(self.lrm_endpoint) == bool(self.lrm_model_dir):
-            raise ValueError('backend lrm needs exactly one of lrm_endpoint (a served VLM) or '
-                             'lrm_model_dir (a local model directory)')
-        if self.lrm_endpoint and not self.lrm_model:
-            raise ValueError('backend lrm with lrm_endpoint needs lrm_model (the served name)')
-        if not self.cameras:
-            raise ValueError('backend lrm has no checkpoint to take cameras from: set cameras')
-        if self.lrm_query_every < 1 or self.lrm_timeout <= 0:
-            raise ValueError('lrm_query_every must be >= 1 and lrm_timeout > 0, got '
-                             f'{self.lrm_query_every} and {self.lrm_timeout}')
-        from .lrm.lrm_backend import MODES
+        from .lrm.lrm_backend import MODES, vlm_source_of
+
+        vlm_source_of(self)        # raises ValueError naming the lrm_* parameters at fault
+        if len(self.cameras) != 1:
+            raise ValueError('backend lrm asks about one camera view (the published LRM prompts '
+                             f'show one image per observation): set cameras to one camera, got '
+                             f'{list(self.cameras)}')
+        if self.lrm_query_every < 1:
+            raise ValueError(f'lrm_query_every must be >= 1, got {self.lrm_query_every}')
 
         if self.lrm_mode not in MODES:
             raise ValueError(f'lrm_mode must be one of {", ".join(MODES)}, got {self.lrm_mode!r}')

@@ -37,6 +37,12 @@ def test_every_parameter_is_documented():
     ({'queue_size': 0}, 'queue_size'),
     ({'overlay_width': 10}, 'overlay_width'),
     ({'sensor_qos_reliability': 'sometimes'}, 'sensor_qos_reliability'),
+    ({'backend': 'lrm', 'lrm_endpoint': 'http://gpu:8000/v1', 'lrm_model': 'm',
+      'cameras': ('a', 'b')}, 'one camera'),
+    ({'backend': 'lrm', 'lrm_endpoint': 'http://gpu:8000/v1', 'lrm_models': ('c', 'p'),
+      'cameras': ('a',)}, 'lrm_models needs 3'),
+    ({'backend': 'lrm', 'lrm_model_dir': '/m', 'lrm_adapter_dir': '/a',
+      'lrm_adapter_dirs': ('/c', '/p', '/q'), 'cameras': ('a',)}, 'not both'),
 ])
 def test_invalid_parameters_are_rejected_with_a_reason(overrides, message):
     with pytest.raises(ValueError, match=message):
