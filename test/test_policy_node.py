@@ -243,7 +243,7 @@ def test_killed_policy_process_leaves_a_readable_bag(ros, arm, start_node, tiny_
                                                      tmp_path):
     from mcap.reader import make_reader
     from rosbags.rosbag2 import Reader
-    from sarm2_common import bag_io
+    from sarm2_common import bag_io, topics
     from sarm2_common.bag_dataset import read_episode
 
     bags = tmp_path / 'bags'
@@ -260,7 +260,7 @@ def test_killed_policy_process_leaves_a_readable_bag(ros, arm, start_node, tiny_
         counts = {}
         for connection, _, _ in reader.messages():
             counts[connection.topic] = counts.get(connection.topic, 0) + 1
-    assert counts[bag_io.image_topic('corner')] >= 10
+    assert counts[topics.image_topic('corner')] >= 10
     assert counts[bag_io.ACTION_TOPIC] >= 10 and counts['/policy/base_action'] >= 10
     assert counts[bag_io.METADATA_TOPIC] == 1          # start only: the end never came
     with open(next(bag.glob('*.mcap')), 'rb') as stream:
@@ -293,7 +293,7 @@ def test_sim_reward_and_policy_nodes_run_a_recorded_episode(ros, start_node, tin
     from rclpy.executors import SingleThreadedExecutor
     from rosbags.rosbag2 import Reader
     from sarm2_msgs.action import RunEpisode
-    from sarm2_common import bag_io
+    from sarm2_common import bag_io, topics
     from sarm2_common.bag_dataset import read_episode
 
     start_node(SIM_NODE, 'sim_node', ['task:=reach-v3', 'image_size:=64',
@@ -335,7 +335,7 @@ def test_sim_reward_and_policy_nodes_run_a_recorded_episode(ros, start_node, tin
     assert 0 < result.steps <= 40 and feedback
     bag = Path(result.bag_path)
     assert bag.parent == bags
-    expected = {bag_io.image_topic('corner'), bag_io.JOINT_STATES_TOPIC, bag_io.ACTION_TOPIC,
+    expected = {topics.image_topic('corner'), topics.JOINT_STATES_TOPIC, bag_io.ACTION_TOPIC,
                 '/policy/base_action', '/policy/instruction', '/servo_node/delta_twist_cmds',
                 '/gripper/command', '/sarm2/stage_reward', '/episode/status',
                 bag_io.METADATA_TOPIC, bag_io.GROUND_TRUTH_TOPIC}

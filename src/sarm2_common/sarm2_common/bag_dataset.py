@@ -24,10 +24,9 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 
 from sarm2_common.bag_io import (ACTION_TOPIC, BAG_METADATA_FILE, BASE_ACTION_TOPIC,
-                                 camera_of_topic, GROUND_TRUTH_TOPIC, image_from_message,
-                                 is_bag_dir,
-                                 JOINT_STATES_TOPIC, METADATA_END, METADATA_TOPIC,
-                                 stamp_to_ns, typestore)
+                                 GROUND_TRUTH_TOPIC, image_from_message, is_bag_dir, METADATA_END,
+                                 METADATA_TOPIC, stamp_to_ns, typestore)
+from sarm2_common.topics import camera_of_topic, JOINT_STATES_TOPIC
 from sarm2_common.episode import Episode, UNLABELLED
 
 LOG = logging.getLogger(__name__)

@@ -24,12 +24,11 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, Reader, StorageP
 from rosbags.typesys import get_types_from_msg, Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
-IMAGE_TOPIC_PREFIX = '/camera/'
-IMAGE_TOPIC_SUFFIX = '/image_raw'
-JOINT_STATES_TOPIC = '/joint_states'
+
 ACTION_TOPIC = '/sim/action'
 # Rollouts: the policy's raw action before the safety filter (ACTION_TOPIC holds the executed one).
 BASE_ACTION_TOPIC = '/policy/base_action'
+INSTRUCTION_TOPIC = '/policy/instruction'
 GROUND_TRUTH_TOPIC = '/sim/ground_truth'
 METADATA_TOPIC = '/episode/metadata'
 
@@ -46,19 +45,6 @@ BAG_METADATA_FILE = 'metadata.yaml'
 
 _ROSBAG2_VERSION = 9
 _INTERFACE_PACKAGE = 'sarm2_msgs'
-
-
-def image_topic(camera: str) -> str:
-    """Return the image topic of ``camera``."""
-    return f'{IMAGE_TOPIC_PREFIX}{camera}{IMAGE_TOPIC_SUFFIX}'
-
-
-def camera_of_topic(topic: str) -> str | None:
-    """Return the camera name of an image topic, None for other topics."""
-    if topic.startswith(IMAGE_TOPIC_PREFIX) and topic.endswith(IMAGE_TOPIC_SUFFIX):
-        name = topic[len(IMAGE_TOPIC_PREFIX):-len(IMAGE_TOPIC_SUFFIX)]
-        return name if name and '/' not in name else None
-    return None
 
 
 def interface_dir() -> Path:

@@ -95,6 +95,58 @@ def read_bag(path: str | Path, topics: tuple[str, ...] | None = None
     return messages, report
 
 
+# What a replay publishes by default: measurements (sensor_msgs, poses, transforms). Commands
+# must never reach a live arm from a recording unless the user names them explicitly; outputs of
+# our own nodes (rewards, status, metadata) would mix with the live ones.
+SENSOR_TYPE_PREFIXES = ('sensor_msgs/msg/', 'geometry_msgs/msg/PoseStamped',
+                        'geometry_msgs/msg/PoseWithCovarianceStamped', 'tf2_msgs/msg/TFMessage',
+                        'nav_msgs/msg/Odometry')
+COMMAND_TYPES = ('geometry_msgs/msg/Twist', 'geometry_msgs/msg/TwistStamped',
+                 'trajectory_msgs/msg/JointTrajectory', 'std_msgs/msg/Float64MultiArray',
+                 'std_msgs/msg/Float64', 'std_msgs/msg/Float32MultiArray',
+                 'control_msgs/msg/JointJog')
+
+
+def is_sensor_type(msgtype: str) -> bool:
+    """Tell whether ``msgtype`` is a measurement a replay publishes by default."""
+    return msgtype.startswith(SENSOR_TYPE_PREFIXES)
+
+
+@dataclass
+class TopicSelection:
+    """Which recorded topics a replay publishes, and which it leaves out (and why)."""
+
+    play: tuple[str, ...]
+    commands_refused: tuple[str, ...] = ()     # named, but command types not allowed
+    not_sensor: tuple[str, ...] = ()           # left out by default (not measurements)
+    missing: tuple[str, ...] = ()              # named, but not in the bag
+
+
+def select_topics(available: dict[str, str], requested: tuple[str, ...] = (),
+                  allowed_commands: tuple[str, ...] = ()) -> TopicSelection:
+    """Choose the topics of a bag (topic -> type) to replay.
+
+    No ``requested`` topics: the sensor topics only. Requested topics are played as named,
+    except command-typed ones, which also have to be in ``allowed_commands``; an allowed
+    command topic is played in either case.
+    """
+    if requested:
+        candidates = [t for t in requested if t in available]
+        missing = tuple(t for t in requested if t not in available)
+        not_sensor = ()
+    else:
+        candidates = [t for t in available if is_sensor_type(available[t])]
+        missing = ()
+        not_sensor = tuple(t for t in available
+                           if not is_sensor_type(available[t]) and t not in allowed_commands)
+    candidates += [t for t in allowed_commands if t in available and t not in candidates]
+    missing += tuple(t for t in allowed_commands if t not in available)
+    refused = tuple(t for t in candidates
+                    if available[t] in COMMAND_TYPES and t not in allowed_commands)
+    play = tuple(t for t in candidates if t not in refused)
+    return TopicSelection(play, refused, not_sensor, missing)
+
+
 @dataclass
 class PlaybackConfig:
     """How to replay: speed factor, repetitions and a topic filter."""

@@ -11,7 +11,7 @@ from mcap_ros2.decoder import DecoderFactory
 import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
-from sarm2_common import bag_io
+from sarm2_common import bag_io, topics
 from sarm2_common.bag_dataset import read_episode, read_episodes
 from sarm2_common.episode import UNLABELLED
 from sarm2_common.vocabulary import primitive_id
@@ -42,9 +42,9 @@ def _write_episode(path, success=True, jitter_ns=0, labels=True, log_delay_ns=0)
             for camera in CAMERAS:
                 # the second camera runs a little behind the first
                 camera_stamp = stamp + (jitter_ns if camera == 'wrist' else 0)
-                bag.write(bag_io.image_topic(camera), bag_io.image_message(
+                bag.write(topics.image_topic(camera), bag_io.image_message(
                     _frame_image(camera, k), camera_stamp, camera), camera_stamp + log_delay_ns)
-            bag.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+            bag.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
                 JOINTS, np.full(9, k, dtype=np.float32), stamp - jitter_ns), stamp + log_delay_ns)
             if labels:
                 name = 'reach' if k < 3 else 'sweep'
@@ -76,10 +76,10 @@ EXPECTED_TYPES = {
 
 
 def test_topic_names_round_trip():
-    assert bag_io.image_topic('corner') == '/camera/corner/image_raw'
-    assert bag_io.camera_of_topic('/camera/corner/image_raw') == 'corner'
-    assert bag_io.camera_of_topic('/camera/a/b/image_raw') is None
-    assert bag_io.camera_of_topic('/joint_states') is None
+    assert topics.image_topic('corner') == '/camera/corner/image_raw'
+    assert topics.camera_of_topic('/camera/corner/image_raw') == 'corner'
+    assert topics.camera_of_topic('/camera/a/b/image_raw') is None
+    assert topics.camera_of_topic('/joint_states') is None
 
 
 @pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'mono8'])
@@ -184,9 +184,9 @@ def test_rollout_base_actions_are_read_into_metadata(tmp_path):
     with bag_io.BagWriter(bag) as writer:
         for k in range(FRAMES):
             stamp = k * PERIOD_NS
-            writer.write(bag_io.image_topic('corner'), bag_io.image_message(
+            writer.write(topics.image_topic('corner'), bag_io.image_message(
                 _frame_image('corner', k), stamp, 'corner'), stamp)
-            writer.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+            writer.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
                 JOINTS, np.zeros(9, dtype=np.float32), stamp), stamp)
             writer.write(bag_io.BASE_ACTION_TOPIC, bag_io.action_message(
                 np.array([k, 2.0 * k, 0.0, 1.0])), stamp + 1)

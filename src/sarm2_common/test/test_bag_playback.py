@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from sarm2_common import bag_io
+from sarm2_common import bag_io, topics
 from sarm2_common.bag_playback import PlaybackConfig, playback_schedule, read_bag
 
 PERIOD_NS = 50_000_000
@@ -18,9 +18,9 @@ def write_bag(path, frames=FRAMES):
         for k in range(frames):
             stamp = 1_000_000_000 + k * PERIOD_NS
             image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-            bag.write(bag_io.image_topic('corner'), bag_io.image_message(image, stamp, 'cam'),
+            bag.write(topics.image_topic('corner'), bag_io.image_message(image, stamp, 'cam'),
                       stamp)
-            bag.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+            bag.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
                 [f'j{i}' for i in range(9)], np.full(9, k, np.float32), stamp), stamp + 1)
     return path
 
@@ -36,8 +36,8 @@ def test_finished_bag_reads_completely_in_time_order(tmp_path):
 
 
 def test_topic_filter(tmp_path):
-    messages, _ = read_bag(write_bag(tmp_path / 'bag'), topics=(bag_io.JOINT_STATES_TOPIC,))
-    assert len(messages) == FRAMES and {m.topic for m in messages} == {bag_io.JOINT_STATES_TOPIC}
+    messages, _ = read_bag(write_bag(tmp_path / 'bag'), topics=(topics.JOINT_STATES_TOPIC,))
+    assert len(messages) == FRAMES and {m.topic for m in messages} == {topics.JOINT_STATES_TOPIC}
 
 
 def test_truncated_bag_reports_and_keeps_the_readable_part(tmp_path):
@@ -87,11 +87,11 @@ def test_not_a_bag_is_a_clear_error(tmp_path):
 
 def test_schedule_scales_time_and_loops(tmp_path):
     messages, _ = read_bag(write_bag(tmp_path / 'bag', frames=3))
-    images = PlaybackConfig(rate=2.0, topics=(bag_io.image_topic('corner'),))
+    images = PlaybackConfig(rate=2.0, topics=(topics.image_topic('corner'),))
     times = [t for t, _ in playback_schedule(messages, images)]
     assert times == pytest.approx([0.0, 0.025, 0.05])
     looped = playback_schedule(messages, PlaybackConfig(rate=1.0, loop=True,
-                                                        topics=(bag_io.JOINT_STATES_TOPIC,)))
+                                                        topics=(topics.JOINT_STATES_TOPIC,)))
     times = [next(looped)[0] for _ in range(6)]
     # Second pass starts one median gap (50 ms) after the last message of the first.
     assert times == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2, 0.25])

@@ -6,21 +6,10 @@ for rqt_robot_monitor. Bad inputs are logged once per kind by the node and alway
 """
 
 from collections import Counter, deque
-from dataclasses import dataclass
 import time
 
 import numpy as np
-
-OK, WARN, ERROR, STALE = 0, 1, 2, 3
-
-
-@dataclass
-class DiagnosticReport:
-    """What one diagnostics publication says."""
-
-    level: int
-    message: str
-    values: dict[str, str]
+from sarm2_common.diagnostics import DiagnosticReport, ERROR, OK, STALE, WARN
 
 
 class RewardNodeMonitor:

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from sarm2_common.bag_io import (ACTION_TOPIC, action_message, BagWriter, image_message,
-                                 image_topic, joint_state_message, JOINT_STATES_TOPIC,
-                                 METADATA_END, METADATA_START, metadata_message, METADATA_TOPIC)
+                                 joint_state_message, METADATA_END, METADATA_START,
+                                 metadata_message, METADATA_TOPIC)
+from sarm2_common.topics import image_topic, JOINT_STATES_TOPIC
 from sarm2_reward.checkpoint import save_checkpoint
 from sarm2_common.episode import Episode, UNLABELLED
 from sarm2_reward.model import Sarm2Config, Sarm2Model
