@@ -88,7 +88,8 @@ STATS_PATH = 'meta/stats.json'
 TASKS_PATH = 'meta/tasks.parquet'
 CHUNKS_SIZE = 1000
 DATA_FILE_MB = 100
-VIDEO_CODECS = {'h264': 'libx264', 'libsvtav1': 'libsvtav1'}
+VIDEO_CODECS = {'h264': 'libx264', 'libsvtav1': 'libsvtav1'}     # --vcodec -> encoder
+CODEC_NAMES = {'h264': 'h264', 'libsvtav1': 'av1'}                # --vcodec -> info.json name
 # yuv420p is what every player decodes; yuv444p keeps full colour resolution (small images).
 PIXEL_FORMATS = ('yuv420p', 'yuv444p')
 # A bag whose camera rate is further than this from the dataset's fps needs an explicit --fps:
@@ -624,7 +625,7 @@ class DatasetWriter:
                 'dtype': 'video', 'shape': [height, width, 3],
                 'names': ['height', 'width', 'channels'],
                 'info': {'video.height': height, 'video.width': width,
-                         'video.codec': 'h264' if self.config.vcodec == 'h264' else 'av1',
+                         'video.codec': CODEC_NAMES[self.config.vcodec],
                          'video.pix_fmt': self.config.pix_fmt,
                          'video.is_depth_map': False,
                          'video.fps': self.fps, 'video.channels': 3, 'has_audio': False}}
@@ -836,7 +837,8 @@ def _swap_in(staging: Path, out: Path) -> None:
         os.rename(staging, out)
 
 
-def _existing_info(out: Path) -> dict:
+def _existing_info(out: Path, config: ExportConfig) -> dict:
+    """Read the info.json to append to; ExportError if the new files would not match it."""
     try:
         info = json.loads((out / INFO_PATH).read_text())
     except (OSError, ValueError) as error:
@@ -844,6 +846,15 @@ def _existing_info(out: Path) -> dict:
     if not str(info.get('codebase_version', '')).startswith('v3'):
         raise ExportError(out, f'is a LeRobot {info.get("codebase_version")} dataset; --append '
                                f'writes {CODEBASE_VERSION} only')
+    if config.fps and config.fps != info.get('fps'):
+        raise ExportError(out, f'has {info.get("fps")} fps, not --fps {config.fps}')
+    for key, feature in info.get('features', {}).items():
+        video = feature.get('info') or {}
+        if feature.get('dtype') == 'video' and (video.get('video.codec'), video.get(
+                'video.pix_fmt')) != (CODEC_NAMES[config.vcodec], config.pix_fmt):
+            raise ExportError(out, f'{key} is {video.get("video.codec")} '
+                                   f'{video.get("video.pix_fmt")}; append with the same --vcodec '
+                                   'and --pix-fmt')
     return info
 
 
@@ -878,7 +889,7 @@ def export_lerobot(paths: list[str | Path], out: str | Path, config: ExportConfi
         raise ExportError(out, 'exists; pass --append to add episodes or --overwrite to '
                                'replace it')
     bags = collect_bags(paths)
-    existing = _existing_info(out) if append and out.exists() else None
+    existing = _existing_info(out, config) if append and out.exists() else None
     relabel = Relabeler(config.relabel_checkpoint, config.smoothing, config.device) \
         if config.relabel_checkpoint else None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -979,6 +990,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as error:
         print(f'export_lerobot: error: {error}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f'export_lerobot: interrupted; {args.out} is as it was', file=sys.stderr)
+        return 130
     print(json.dumps(summary))
     return 0
 

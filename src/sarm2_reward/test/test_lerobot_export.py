@@ -355,6 +355,9 @@ def test_append_adds_files_refuses_overwrite_and_rolls_back_a_failed_append(tmp_
     # a failing append changes nothing and leaves no staging directory behind
     wrist = write_episode_bag(tmp_path / 'b2', make_episode(3, size=16, cameras=('wrist',)))
     assert main([str(wrist), '--out', str(out), '--append', '--no-progress']) == 2
+    assert main([str(first), '--out', str(out), '--append', '--vcodec', 'libsvtav1',
+                 '--no-progress']) == 2
+    assert 'same --vcodec' in capsys.readouterr().err
     assert (out / 'meta' / 'info.json').read_text() == info
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == []
     # --skip-bad skips the bad bag and exports the rest; --overwrite replaces the dataset
