@@ -6,7 +6,8 @@
   motion resumes when frames come back;
 - SIGKILL mid-episode leaves a rollout bag that rosbags, mcap and bag_dataset read;
 - with the simulated arm node (and the reward node when present), a RunEpisode goal runs an
-  episode to success or its limit and the bag holds every recorded topic.
+  episode to success or its limit, the bag holds every recorded topic, and it exports to a
+  LeRobot dataset with the live rewards.
 
 In the first three tests this process plays the arm (camera, joint states, end-effector pose)
 and listens to the commands; the policy is a tiny random compact VLA, so its commands are
@@ -358,6 +359,15 @@ def test_sim_reward_and_policy_nodes_run_a_recorded_episode(ros, start_node, tin
     episode = read_episode(bag)
     assert episode.metadata['complete'] and episode.task == 'reach-v3'
     assert episode.actions.shape[1] == 4 and len(episode) >= 10
+    # The real rollout bag exports to LeRobot with the live rewards in it (on the control grid).
+    from sarm2_reward.lerobot_dataset import read_lerobot_dataset
+    from sarm2_reward.lerobot_export import ExportConfig, export_lerobot
+    export_lerobot([bag], tmp_path / 'lerobot', ExportConfig(fps=10), progress=False)
+    (exported,) = read_lerobot_dataset(tmp_path / 'lerobot')
+    assert exported.task == 'reach-v3' and exported.success == result.success
+    assert len(exported) >= 10 and exported.actions.shape[1] == 4
+    assert exported.metadata['reward_source'].startswith('live:sarm2')
+    assert np.isfinite(exported.metadata['rewards']['progress']).any()
 
 
 def test_remote_openpi_policy_drives_the_arm(ros, arm, start_node, tmp_path):

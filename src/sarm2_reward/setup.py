@@ -25,6 +25,7 @@ setup(
             'evaluate_reward_model = sarm2_reward.evaluation:main',
             'reward_node = sarm2_reward.ros.reward_node:main',
             'lrm_merge_adapter = sarm2_reward.lrm.merge_adapter:main',
+            'export_lerobot = sarm2_reward.lerobot_export:main',
         ],
     },
 )

@@ -111,7 +111,7 @@ def _nearest(stamps: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(choose_left, left, right)
 
 
-def _align_by_log_time(stream: list[tuple[int, np.ndarray]],
+def align_by_log_time(stream: list[tuple[int, np.ndarray]],
                        frame_log_times: np.ndarray) -> np.ndarray:
     """One row per frame: the first array logged at or after the frame, before the next frame.
 
@@ -177,7 +177,7 @@ def _assemble(bag: Path, messages: list[tuple[str, int, object]], complete: bool
     joint_stamps = np.array([stamp for stamp, _ in joints], dtype=np.int64)
     joint_positions = np.stack([joints[i][1] for i in _nearest(joint_stamps, frame_stamps)])
 
-    action_rows = _align_by_log_time(actions, frame_log_times)
+    action_rows = align_by_log_time(actions, frame_log_times)
 
     primitive_ids = np.full(length, UNLABELLED, dtype=np.int64)
     last_truth_success = False
@@ -203,7 +203,7 @@ def _assemble(bag: Path, messages: list[tuple[str, int, object]], complete: bool
     metadata.update(bag_path=str(bag), complete=complete and end is not None)
     if base_actions:
         # Rollouts: the policy's raw output before the safety filter (SPIRAL's base action).
-        metadata['base_actions'] = _align_by_log_time(base_actions, frame_log_times)
+        metadata['base_actions'] = align_by_log_time(base_actions, frame_log_times)
     if described is not None:
         metadata.update(seed=int(described.seed))
     if end is not None:

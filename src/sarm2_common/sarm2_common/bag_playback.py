@@ -9,6 +9,7 @@ player can publish them unchanged (the same bytes ``rclpy`` serializes).
 
 from dataclasses import dataclass, field
 from pathlib import Path
+import struct
 from typing import Iterator
 
 from mcap.exceptions import McapError
@@ -77,7 +78,8 @@ def iter_raw_messages(path: str | Path, report: ReadReport,
                         if topics is None or topic in topics:
                             report.messages += 1
                             yield RawMessage(topic, msgtype, record.log_time, bytes(record.data))
-        except (McapError, EOFError, ValueError, OSError, RuntimeError) as error:
+        except (McapError, EOFError, ValueError, OSError, RuntimeError,
+                struct.error) as error:
             # zstd/lz4 decompression and struct unpacking raise a variety of exception types;
             # the file is unreadable from here on, whatever the type.
             report.problems.append(f'{file.name}: unreadable after {report.messages} messages '

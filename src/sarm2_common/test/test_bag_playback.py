@@ -52,6 +52,17 @@ def test_truncated_bag_reports_and_keeps_the_readable_part(tmp_path):
     assert 500 < len(messages) < 3000
 
 
+@pytest.mark.parametrize('cut', [1, 7, 300])
+def test_bag_cut_inside_its_summary_is_reported_not_raised(tmp_path, cut):
+    # A cut a few bytes into the last record ends in a short length field (struct.error).
+    bag = write_bag(tmp_path / 'bag', frames=5)
+    (mcap_file,) = bag.glob('*.mcap')
+    mcap_file.write_bytes(mcap_file.read_bytes()[:-cut])
+    messages, report = read_bag(bag)
+    assert not report.complete and 'unreadable after' in report.problems[0]
+    assert len(messages) <= 10
+
+
 def test_killed_recorder_bag_without_metadata_is_read_and_reported(tmp_path):
     bag = write_bag(tmp_path / 'bag')
     (bag / 'metadata.yaml').unlink()
