@@ -64,9 +64,10 @@ import sys
 import numpy as np
 
 from sarm2_common.bag_dataset import align_by_log_time, find_bags
-from sarm2_common.bag_io import (ACTION_TOPIC, camera_of_topic, GROUND_TRUTH_TOPIC,
-                                 image_from_message, JOINT_STATES_TOPIC, METADATA_END,
-                                 METADATA_TOPIC, STAGE_REWARD_TYPE, stamp_to_ns, typestore)
+from sarm2_common.bag_io import (ACTION_TOPIC, GROUND_TRUTH_TOPIC, image_from_message,
+                                 METADATA_END, METADATA_TOPIC, STAGE_REWARD_TYPE, stamp_to_ns,
+                                 typestore)
+from sarm2_common.topics import camera_of_topic, JOINT_STATES_TOPIC
 from sarm2_common.bag_playback import read_bag
 from sarm2_common.episode import Episode, UNLABELLED
 from sarm2_common.rollout_labels import check_label, label_path

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import numpy as np
-from sarm2_common import bag_io
+from sarm2_common import bag_io, topics
 from sarm2_common.vocabulary import PRIMITIVES
 
 PERIOD_NS = 100_000_000     # 10 frames per second, like the synthetic episodes' timestamps
@@ -19,9 +19,9 @@ def write_episode_bag(path: Path, episode, period_ns: int = PERIOD_NS) -> Path:
         for k in range(len(episode)):
             stamp = k * period_ns
             for camera in episode.cameras:
-                bag.write(bag_io.image_topic(camera), bag_io.image_message(
+                bag.write(topics.image_topic(camera), bag_io.image_message(
                     episode.images[camera][k], stamp, camera), stamp)
-            bag.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+            bag.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
                 joints, episode.joint_positions[k], stamp), stamp)
             label = int(episode.primitive_ids[k])
             if label >= 0:

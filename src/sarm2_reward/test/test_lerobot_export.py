@@ -8,7 +8,7 @@ from episode_bags import frame_error, write_episode_bag, write_episode_bags
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from sarm2_common import bag_io
+from sarm2_common import bag_io, topics
 from sarm2_common.bag_dataset import read_episodes
 from sarm2_common.rollout_labels import RolloutLabel, save_label, Segment
 from sarm2_common.vocabulary import primitive_id
@@ -189,12 +189,12 @@ def write_rollout_bag(path, frames: int = 10, skipped: int = 5):
         bag.write(bag_io.METADATA_TOPIC, bag_io.metadata_message(
             0, bag_io.METADATA_START, 'roll-1', 'push-v3', 'push the puck', 3), 0)
         for t in range(0, frames * 100 + 40, 20):
-            bag.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+            bag.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
                 ['a', 'b'], np.array([t / 1000, 0.0]), t * MS), t * MS)
         for k in range(frames):
             tick = k * 100 * MS + 30 * MS
             if k != skipped:
-                bag.write(bag_io.image_topic('corner'), bag_io.image_message(
+                bag.write(topics.image_topic('corner'), bag_io.image_message(
                     _rollout_image(k), stamps[k], 'corner'), tick)
             bag.write(bag_io.ACTION_TOPIC, bag_io.action_message(np.array([k, 0.0, 0.0, 1.0])),
                       tick + 10 * MS)
@@ -285,7 +285,7 @@ def test_relabel_with_a_checkpoint_labels_the_exported_rows(tmp_path):
 
 def _bag_without_images(path):
     with bag_io.BagWriter(path) as bag:
-        bag.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+        bag.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
             ['a'], np.zeros(1), 0), 0)
     return path
 
