@@ -1,20 +1,21 @@
 """Read rosbag2 bags tolerantly and schedule their messages for replay (ROS-free).
 
 Recorded episodes are the product's data, and some of them end badly: a killed recorder leaves an
-MCAP file without its summary or ``metadata.yaml``, a full disk truncates a chunk. Readers here
-stream the MCAP records and keep every message up to the first unreadable byte, and report what
-could not be read instead of failing the whole bag. The CDR bytes are returned as stored, so a
-player can publish them unchanged (the same bytes ``rclpy`` serializes).
+MCAP file without its summary or ``metadata.yaml``, a full disk truncates a chunk, a bad disk
+flips a byte. The one reader here (players and dataset readers use it alike) streams the MCAP
+records, verifies every chunk's and the data section's CRC, keeps every message up to the
+first unreadable or corrupt record, and reports what could not be read (``ReadReport``:
+``corrupt`` when a checksum failed) instead of failing the whole bag. The CDR bytes are
+returned as stored, so a player can publish them unchanged (the same bytes ``rclpy``
+serializes).
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
-import struct
 from typing import Iterator
 
-from mcap.exceptions import McapError
 from mcap.records import Channel, Message, Schema
-from mcap.stream_reader import StreamReader
+from mcap.stream_reader import CRCValidationError, StreamReader
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ReadReport:
     path: Path
     messages: int = 0
     problems: list[str] = field(default_factory=list)
+    corrupt: bool = False                      # a checksum did not match (data altered)
 
     @property
     def complete(self) -> bool:
@@ -78,8 +80,13 @@ def iter_raw_messages(path: str | Path, report: ReadReport,
                         if topics is None or topic in topics:
                             report.messages += 1
                             yield RawMessage(topic, msgtype, record.log_time, bytes(record.data))
-        except (McapError, EOFError, ValueError, OSError, RuntimeError,
-                struct.error) as error:
+        except CRCValidationError as error:
+            # A chunk (or the data section) does not match its checksum: the recorded bytes
+            # were altered after writing. Messages of that chunk were not yielded.
+            report.corrupt = True
+            report.problems.append(f'{file.name}: checksum mismatch after {report.messages} '
+                                   f'messages: the file is corrupt ({error})')
+        except Exception as error:  # noqa: BLE001 - see below
             # zstd/lz4 decompression and struct unpacking raise a variety of exception types;
             # the file is unreadable from here on, whatever the type.
             report.problems.append(f'{file.name}: unreadable after {report.messages} messages '

@@ -12,9 +12,9 @@ PERIOD_NS = 50_000_000
 FRAMES = 40
 
 
-def write_bag(path, frames=FRAMES):
+def write_bag(path, frames=FRAMES, chunk_size=1 << 20, compress=True):
     rng = np.random.default_rng(0)
-    with bag_io.BagWriter(path) as bag:
+    with bag_io.BagWriter(path, compress=compress, chunk_size=chunk_size) as bag:
         for k in range(frames):
             stamp = 1_000_000_000 + k * PERIOD_NS
             image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -71,21 +71,48 @@ def test_killed_recorder_bag_without_metadata_is_read_and_reported(tmp_path):
     assert any('metadata.yaml missing' in p for p in report.problems)
 
 
-def test_corrupted_chunk_is_reported_and_earlier_chunks_are_kept(tmp_path):
-    # rosbags writes no CRCs, so damage inside a payload cannot be seen; damage to a record's
-    # framing can. Overwrite the opcode and length of the second chunk.
-    from mcap.reader import make_reader
+def record_offsets(mcap_file) -> list[tuple[int, int]]:
+    """(file offset, opcode) of every top-level MCAP record."""
+    data = mcap_file.read_bytes()
+    offsets, position = [], 8                       # after the magic
+    while position + 9 <= len(data):
+        opcode = data[position]
+        length = int.from_bytes(data[position + 1:position + 9], 'little')
+        offsets.append((position, opcode))
+        if opcode == 2:                             # footer
+            break
+        position += 9 + length
+    return offsets
 
-    bag = write_bag(tmp_path / 'bag', frames=1500)
+
+@pytest.mark.parametrize('flipped', [1, 20])
+def test_altered_bytes_fail_the_chunk_checksum_and_earlier_chunks_are_kept(tmp_path, flipped):
+    # Uncompressed chunks: altered image bytes still decode, only the checksum can tell.
+    bag = write_bag(tmp_path / 'bag', frames=200, chunk_size=64 * 1024, compress=False)
     (mcap_file,) = bag.glob('*.mcap')
-    with open(mcap_file, 'rb') as stream:
-        second_chunk = make_reader(stream).get_summary().chunk_indexes[1].chunk_start_offset
+    chunks = [offset for offset, opcode in record_offsets(mcap_file) if opcode == 6]
+    assert len(chunks) >= 3
+    data = bytearray(mcap_file.read_bytes())
+    # Flip bytes in the middle of the second chunk's payload.
+    middle = (chunks[1] + chunks[2]) // 2
+    for i in range(flipped):
+        data[middle + 7 * i] ^= 0x5A
+    mcap_file.write_bytes(bytes(data))
+    messages, report = read_bag(bag)
+    assert report.corrupt and 'checksum mismatch' in report.problems[0]
+    assert 0 < len(messages) < 400
+
+
+def test_damaged_record_framing_is_reported_and_earlier_chunks_are_kept(tmp_path):
+    bag = write_bag(tmp_path / 'bag', frames=200, chunk_size=64 * 1024)
+    (mcap_file,) = bag.glob('*.mcap')
+    second_chunk = [offset for offset, opcode in record_offsets(mcap_file) if opcode == 6][1]
     data = bytearray(mcap_file.read_bytes())
     data[second_chunk:second_chunk + 9] = bytes([255] * 9)
     mcap_file.write_bytes(bytes(data))
     messages, report = read_bag(bag)
     assert not report.complete and 'unreadable after' in report.problems[0]
-    assert 0 < len(messages) < 3000
+    assert 0 < len(messages) < 400
 
 
 def test_not_a_bag_is_a_clear_error(tmp_path):

@@ -15,7 +15,8 @@ from rosbags.rosbag2 import Reader
 
 from sarm2_common import bag_io, topics
 from sarm2_common.bag_dataset import read_episode
-from spiral_policy.rollout_recorder import RolloutRecorder, StreamingBagWriter
+from sarm2_common.bag_writer import StreamingBagWriter
+from spiral_policy.rollout_recorder import RolloutRecorder
 
 TOPICS = {topics.image_topic('corner'): bag_io.IMAGE_TYPE,
           topics.JOINT_STATES_TOPIC: bag_io.JOINT_STATE_TYPE,
@@ -62,6 +63,23 @@ def test_finished_bag_opens_everywhere(tmp_path):
     episode = read_episode(path)
     assert len(episode) == 5 and episode.success and episode.metadata['complete']
     np.testing.assert_allclose(episode.actions[:, 0], np.arange(5))
+
+
+@pytest.mark.parametrize('flipped', [1, 20])
+def test_rollout_with_altered_bytes_is_refused_by_the_dataset_reader(tmp_path, flipped):
+    recorder = RolloutRecorder(tmp_path, bag_io.typestore())
+    path = recorder.start('ep1', TOPICS, {'task': 'reach-v3'})
+    for step in range(5):
+        write_frame(recorder, step, 10_000 + step * 100_000_000)
+    recorder.stop({'task': 'reach-v3'})
+    (mcap_file,) = path.glob('*.mcap')
+    data = bytearray(mcap_file.read_bytes())
+    middle = len(data) // 2                 # inside the recorded images
+    for i in range(flipped):
+        data[middle + 3 * i] ^= 0xFF
+    mcap_file.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match='checksum mismatch'):
+        read_episode(path)
 
 
 def test_rclpy_bytes_are_stored_canonically(tmp_path):

@@ -33,6 +33,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sarm2_common import topics
 from sarm2_common.catalogue import catalogue_instruction
 from sarm2_common.image_encoding import ImageDecodeError
+from sarm2_common.message_limits import string_problem
+from sarm2_common.ros.graph import warn_if_name_taken
 from sarm2_common.ros.conversions import (diagnostics_msg, image_msg_to_rgb, JointStateError,
                                           rgb_to_image_msg, using_cv_bridge)
 from sarm2_common.ros.parameters import NodeParameters
@@ -54,6 +56,7 @@ from ..reward_node_config import RewardNodeConfig
 from ..stamp_pairing import DEFAULT_HISTORY, StampPairer
 
 JOINTS = 'joint_states'
+MAX_STAMP_AHEAD_NS = 5 * NS    # a camera stamp further ahead of the node clock is bogus
 
 
 class RewardNode(LifecycleNode):
@@ -80,6 +83,7 @@ class RewardNode(LifecycleNode):
         self._task = self.config.task
         self._instruction = self.config.instruction
         self._episode_id = ''
+        self._episode_from_status = False      # the policy node's /episode/status set the id
         self._frame_index = 0
         self._last_processed_ns: int | None = None
         self._rewards: deque = deque(maxlen=self.config.sparkline_length)
@@ -218,8 +222,17 @@ class RewardNode(LifecycleNode):
         self._monitor.heard(stream)
         if not self._active or self._pairer is None:
             return
+        stamp = stamp_ns(msg.header.stamp)
+        now = self.get_clock().now().nanoseconds
+        # A stamp far ahead of the node clock is bogus (or another clock): adopting it would
+        # make every later frame look like time went backwards. Before /clock starts (sim time
+        # at 0) there is nothing to compare with.
+        if now > 0 and stamp > now + MAX_STAMP_AHEAD_NS:
+            self._bad_input('stamp_ahead', f'{stream}: header stamp {(stamp - now) / NS:.1f} s '
+                            'ahead of the node clock (message dropped)')
+            return
         with self._input_lock:
-            frames = self._pairer.add(stream, stamp_ns(msg.header.stamp), msg)
+            frames = self._pairer.add(stream, stamp, msg)
             stats = self._pairer.stats
             generation = self._generation
         if stats.backwards > self._seen_backwards:
@@ -228,6 +241,11 @@ class RewardNode(LifecycleNode):
                             '(message dropped)')
         if stats.timeline_resets > self._seen_timeline_resets:
             self._seen_timeline_resets = stats.timeline_resets
+            if self._episode_from_status:
+                # The policy node owns episode boundaries: keep its episode id.
+                self.get_logger().warn(f'{stream}: stamps restarted (clock reset?) inside '
+                                       f'episode {self._episode_id}; keeping the episode')
+                return
             self.get_logger().warn(f'{stream}: stamps restarted (clock reset or bag loop): '
                                    'starting a new episode')
             self._start_episode(_new_episode_id(), self._task, self._instruction)
@@ -310,10 +328,12 @@ class RewardNode(LifecycleNode):
         self._monitor.error = f'{kind}: {message}'
 
     # ---- episodes ------------------------------------------------------------------------------
-    def _start_episode(self, episode_id: str, task: str, instruction: str) -> None:
+    def _start_episode(self, episode_id: str, task: str, instruction: str,
+                       from_status: bool = False) -> None:
         with self._lock:
             self._generation += 1
             self._episode_id = episode_id
+            self._episode_from_status = from_status
             self._task, self._instruction = task, instruction
             self._frame_index = 0
             self._last_processed_ns = None
@@ -332,14 +352,23 @@ class RewardNode(LifecycleNode):
         if msg.state != EpisodeStatus.RUNNING or not msg.episode_id \
                 or msg.episode_id == self._episode_id:
             return
+        problem = string_problem(msg.task, msg.instruction, msg.episode_id)
+        if problem:
+            self._bad_input('status_too_long', f'{topics.EPISODE_STATUS_TOPIC}: {problem} '
+                            '(message ignored)')
+            return
         task = msg.task or self._task
         instruction = msg.instruction or catalogue_instruction(task) or self._instruction
         self.get_logger().info(f'episode {msg.episode_id} started ({task})')
-        self._start_episode(msg.episode_id, task, instruction)
+        self._start_episode(msg.episode_id, task, instruction, from_status=True)
 
     def _on_set_task(self, request: SetTask.Request, response: SetTask.Response):
         if not request.task:
             response.success, response.message = False, 'task must not be empty'
+            return response
+        problem = string_problem(request.task, request.instruction)
+        if problem:
+            response.success, response.message = False, problem
             return response
         instruction = request.instruction or catalogue_instruction(request.task)
         if not instruction:
@@ -354,6 +383,10 @@ class RewardNode(LifecycleNode):
         return response
 
     def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
+        problem = string_problem(episode_id=request.episode_id)
+        if problem:
+            response.success, response.message = False, problem
+            return response
         response.episode_id = request.episode_id or _new_episode_id()
         self._start_episode(response.episode_id, self._task, self._instruction)
         response.success = True
@@ -363,6 +396,7 @@ class RewardNode(LifecycleNode):
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
+        warn_if_name_taken(self, self._monitor.first_warning)
         report = self._monitor.report(self._pairer.stats if self._pairer is not None else None)
         backend = self._backend
         if backend is not None:

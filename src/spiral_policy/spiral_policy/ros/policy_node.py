@@ -47,7 +47,9 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sarm2_common import bag_io, topics
 from sarm2_common.catalogue import catalogue_instruction
+from sarm2_common.message_limits import string_problem
 from sarm2_common.ros.conversions import diagnostics_msg, image_msg_to_rgb, joint_positions
+from sarm2_common.ros.graph import warn_if_name_taken
 from sarm2_common.ros.parameters import NodeParameters
 from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
 from sarm2_common.ros.spin import spin_node
@@ -76,9 +78,6 @@ _COMMAND_TYPES = {'twist': TwistStamped, 'joint_trajectory': JointTrajectory,
                   'joint_array': Float64MultiArray}
 _STATE_OF_REASON = {END_SUCCESS: EpisodeStatus.SUCCEEDED, END_STEP_LIMIT: EpisodeStatus.FAILED,
                     END_TIME_LIMIT: EpisodeStatus.FAILED}
-# Goal strings are copied into every status message and bag record: bound them.
-MAX_TASK_LENGTH = 128
-MAX_INSTRUCTION_LENGTH = 2000
 # A capture stamp this far ahead of the node clock is another clock (or bogus): counted.
 STAMP_AHEAD_TOLERANCE = 0.05   # s
 
@@ -493,9 +492,9 @@ class PolicyNode(LifecycleNode):
         """Say what is wrong with a goal ('' when it can run)."""
         if not goal.task:
             return 'the goal has no task'
-        if len(goal.task) > MAX_TASK_LENGTH or len(goal.instruction) > MAX_INSTRUCTION_LENGTH:
-            return (f'task or instruction too long ({len(goal.task)} / {len(goal.instruction)} '
-                    f'characters; at most {MAX_TASK_LENGTH} / {MAX_INSTRUCTION_LENGTH})')
+        problem = string_problem(goal.task, goal.instruction)
+        if problem:
+            return problem
         try:
             self._node_parameters.config.limits(goal.max_steps, goal.time_limit)
         except ValueError as error:
@@ -700,6 +699,7 @@ class PolicyNode(LifecycleNode):
 
     # ---- diagnostics -------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
+        warn_if_name_taken(self, self._monitor.first)
         episode = self._episode
         report = self._monitor.report(
             configured=self._core is not None, estopped=bool(self._estop_reason),
