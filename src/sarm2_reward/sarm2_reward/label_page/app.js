@@ -13,7 +13,7 @@
   const DRAG_THRESHOLD_PX = 3;
 
   const state = {
-    rows: [], visible: [], current: null, frame: 0, playing: false,
+    rows: [], visible: [], selected: null, current: null, frame: 0, playing: false,
     label: null, baseRevision: null, dirty: false, kind: 'progress_fast',
     preview: null, previewError: '', previewTimer: null, previewSeq: 0,
     drag: null, loading: {},
@@ -63,8 +63,7 @@
     for (const row of state.visible) {
       const tr = document.createElement('tr');
       tr.dataset.name = row.name;
-      tr.className = 'rollout' + (state.current && state.current.name === row.name
-        ? ' current' : '');
+      tr.className = 'rollout' + (state.selected === row.name ? ' current' : '');
       if (row.error) {
         tr.classList.add('error-row');
         tr.append(cell(row.name, 'sub'), cell(row.error, 'error'), cell(''),
@@ -110,12 +109,10 @@
   function stepRollout(delta) {
     if (!state.visible.length) return;
     const names = state.visible.map((row) => row.name);
-    const at = state.current ? names.indexOf(state.current.name) : -1;
+    const at = names.indexOf(state.selected);
     const next = at < 0 ? (delta > 0 ? 0 : names.length - 1)
       : Math.min(names.length - 1, Math.max(0, at + delta));
-    if (names[next] && (!state.current || names[next] !== state.current.name)) {
-      openRollout(names[next]);
-    }
+    if (names[next] !== state.selected) openRollout(names[next]);
   }
 
   // ---- one rollout -------------------------------------------------------------------------
@@ -124,13 +121,23 @@
       return;
     }
     pause();
+    state.selected = name;
     let detail;
     try {
       detail = await api('/api/rollout?' + q(name));
     } catch (error) {
-      setStatus(error.message, 'error');
+      if (state.selected !== name) return;
+      // An unreadable bag: say why in place of the rollout.
+      state.current = null;
+      state.dirty = false;
+      $('rollout').hidden = true;
+      $('empty').hidden = false;
+      $('empty').textContent = error.message;
+      $('empty').className = 'error';
+      renderList();
       return;
     }
+    if (state.selected !== name) return;          // another rollout was chosen meanwhile
     state.current = detail;
     state.frame = 0;
     state.preview = null;
