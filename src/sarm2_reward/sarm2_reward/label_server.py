@@ -198,7 +198,7 @@ class Rollout:
             'name': self.name, 'episode_id': self.episode_id, 'task': self.task,
             'instruction': self.instruction, 'policy_id': self.policy_id,
             'source': self.source, 'recorded_success': self.recorded_success,
-            'reason': self.reason, 'duration': _round(self.duration),
+            'reason': self.reason, 'duration': self.duration,
             'frames': len(self.times), 'cameras': sorted(self.cameras),
             'status': state['status'], 'status_problem': state['problem'],
             'label_success': label.get('success'),
@@ -211,9 +211,11 @@ class Rollout:
         row = self.summary()
         row.update(
             version=self.version, reference_camera=self.reference,
-            times=[_round(t) for t in self.times],
+            # Frame times exactly as labels and training see them: a segment the page snaps to
+            # a frame starts exactly at that frame.
+            times=self.times.tolist(),
             cameras={name: {'topic': stream.topic,
-                            'times': [_round((s - self.t0_ns) / 1e9) for s in stream.stamps_ns]}
+                            'times': ((stream.stamps_ns - self.t0_ns) / 1e9).tolist()}
                      for name, stream in sorted(self.cameras.items())},
             rewards=self.rewards(), label_file=label_path(self.bag).name,
             **{key: value for key, value in self.label_state().items() if key != 'status'})
@@ -229,7 +231,7 @@ def _deserialize(data: bytes, msgtype: str):
 
 
 def _round(value: float) -> float:
-    """Round times and values to the microsecond: what a label holds, and short JSON."""
+    """Round a plotted value to 6 decimals (short JSON; nothing is computed from it)."""
     return round(float(value), 6)
 
 
@@ -369,8 +371,7 @@ class RolloutLibrary:
         rollout = self.open(name)
         label = label_from_body(rollout, body)
         progress = progress_targets(label, rollout.times)
-        return {'times': [_round(t) for t in rollout.times],
-                'progress': [_round(p) for p in progress]}
+        return {'times': rollout.times.tolist(), 'progress': [_round(p) for p in progress]}
 
     def save(self, name: str, body: dict) -> dict:
         """Validate ``body`` and write the label beside the bag (atomically)."""
