@@ -1,9 +1,10 @@
 """A labelling server on a copy of the recorded rollout bag, for the API and browser tests.
 
-``data/rollout_bag/`` is a real rollout: recorded by the policy node (compact VLA trained by
-`make demo`) with sim_node and reward_node running, so it holds the camera frames the policy
-saw, the live ``/sarm2/stage_reward`` messages and the ``/episode/metadata`` records.
-"""
+``data/rollout_bag/`` is a real rollout, unmodified: recorded by the policy node (compact VLA
+trained by a small `make demo` run) with sim_node and reward_node running, drawer-open-v3, seed
+10000, ended at the step limit (100 steps at 20 Hz). It holds the camera frames the policy saw,
+the live ``/sarm2/stage_reward`` messages and the ``/episode/metadata`` records (policy id,
+outcome)."""
 
 import http.client
 import json

@@ -8,7 +8,7 @@
                       mistake: 'mistake'};
   const PREVIEW_DELAY_MS = 120;
   // Timeline geometry (CSS pixels): segment lane on top, progress plot, reward band.
-  const PAD_LEFT = 44, PAD_RIGHT = 12, LANE_TOP = 6, LANE_HEIGHT = 26;
+  const PAD_LEFT = 60, PAD_RIGHT = 12, LANE_TOP = 6, LANE_HEIGHT = 26;
   const PLOT_TOP = 42, PLOT_HEIGHT = 130, REWARD_TOP = 184, REWARD_HEIGHT = 50;
   const DRAG_THRESHOLD_PX = 3;
 
