@@ -101,14 +101,32 @@ class BagIndex:
     def read(self, ref: MessageRef) -> bytes:
         """Return the CDR bytes of one message (thread-safe)."""
         if ref.chunk < 0:
-            with open(self.files[ref.file], 'rb') as stream:
+            return self.read_all([ref])[0]
+        return self._chunk_records(ref.file, ref.chunk)[ref.offset:ref.offset + ref.length]
+
+    def read_all(self, refs: list[MessageRef]) -> list[bytes]:
+        """Return the CDR bytes of many messages, opening each file once (thread-safe)."""
+        handles = {}
+        try:
+            result = []
+            for ref in refs:
+                if ref.chunk >= 0:
+                    result.append(self.read(ref))
+                    continue
+                stream = handles.get(ref.file)
+                if stream is None:
+                    stream = handles[ref.file] = open(self.files[ref.file], 'rb')
                 stream.seek(ref.offset)
                 data = stream.read(ref.length)
-            if len(data) != ref.length:
-                raise ValueError(f'{self.files[ref.file].name}: message at byte {ref.offset} '
-                                 'is cut short (the file shrank since it was indexed)')
-            return data
-        return self._chunk_records(ref.file, ref.chunk)[ref.offset:ref.offset + ref.length]
+                if len(data) != ref.length:
+                    raise ValueError(f'{self.files[ref.file].name}: message at byte '
+                                     f'{ref.offset} is cut short (the file shrank since it was '
+                                     'indexed)')
+                result.append(data)
+            return result
+        finally:
+            for stream in handles.values():
+                stream.close()
 
     def _chunk_records(self, file: int, position: int) -> bytes:
         key = (file, position)

@@ -125,8 +125,8 @@ class Rollout:
     def _read_metadata(self) -> None:
         records = []
         for topic in self.index.topics_of_type(bag_io.METADATA_TYPE):
-            for ref in topic.messages:
-                records.append(_deserialize(self.index.read(ref), bag_io.METADATA_TYPE))
+            records += [_deserialize(data, bag_io.METADATA_TYPE)
+                        for data in self.index.read_all(topic.messages)]
         start = next((r for r in records if r.kind != bag_io.METADATA_END), None)
         end = next((r for r in reversed(records) if r.kind == bag_io.METADATA_END), None)
         described = end or start
@@ -151,8 +151,8 @@ class Rollout:
         if self._rewards is None:
             rows = []
             for topic in self.index.topics_of_type(bag_io.STAGE_REWARD_TYPE):
-                for ref in topic.messages:
-                    message = _deserialize(self.index.read(ref), bag_io.STAGE_REWARD_TYPE)
+                for data in self.index.read_all(topic.messages):
+                    message = _deserialize(data, bag_io.STAGE_REWARD_TYPE)
                     rows.append(((bag_io.stamp_to_ns(message.header.stamp) - self.t0_ns) / 1e9,
                                  float(message.progress), float(message.reward),
                                  float(message.success_probability), message.model_id))

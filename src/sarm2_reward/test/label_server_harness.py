@@ -4,7 +4,8 @@
 trained by a small `make demo` run) with sim_node and reward_node running, drawer-open-v3, seed
 10000, ended at the step limit (100 steps at 20 Hz). It holds the camera frames the policy saw,
 the live ``/sarm2/stage_reward`` messages and the ``/episode/metadata`` records (policy id,
-outcome)."""
+outcome).
+"""
 
 import http.client
 import json
