@@ -39,7 +39,9 @@ class RunningServer:
         self.server = make_server(root, '127.0.0.1', 0)
         self.url = self.server.url
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() returns within it.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
         self.thread.start()
 
     def request(self, method: str, path: str, body=None, headers=None, raw: bytes = None):

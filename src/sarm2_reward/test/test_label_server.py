@@ -145,7 +145,9 @@ TEN_MB = b'{"success": false, "final_progress": 0.5, "labeller": "' + b'x' * 10_
     (api(ROLLOUT_NAME, 'label'), TEN_MB, '', 'at most'),
     (api(ROLLOUT_NAME, 'label'), b'{"success": tru', '', 'not JSON'),
     (api(ROLLOUT_NAME, 'label'), b'{"success": false, "final_progress": NaN}', '', 'not JSON'),
-])
+], ids=['progress above 1', 'progress below 0', 'overlapping segments', 'unknown kind',
+        'catastrophe past the end', 'field the bag supplies', 'missing success',
+        'name with ..', 'absolute name', 'name ..', '10 MB body', 'broken JSON', 'NaN'])
 def test_bad_input_is_rejected_and_nothing_is_written(label_server, path, body, field,
                                                       message):
     raw = body if isinstance(body, bytes) else None
