@@ -82,7 +82,12 @@ def test_rollout_times_frames_and_rewards_match_what_training_reads(label_server
     assert status == 404 and payload['field'] == 'index'
 
 
+def bag_bytes(server) -> dict:
+    return {p.name: p.read_bytes() for p in bag_dir(server).iterdir()}
+
+
 def test_label_round_trip(label_server):
+    before_save = bag_bytes(label_server)
     status, saved, _ = label_server.request('PUT', api(ROLLOUT_NAME, 'label'), GOOD)
     assert status == 200, saved
     assert saved['status'] == 'labelled' and saved['revision']
@@ -107,6 +112,12 @@ def test_label_round_trip(label_server):
     assert status == 409 and payload['field'] == 'base_revision'
     assert label_path(bag_dir(label_server)).read_bytes() == before
     assert leftovers(label_server) == [label_path(bag_dir(label_server)).name]
+    assert bag_bytes(label_server) == before_save          # the bag is only read
+    # A bag re-recorded since it was labelled: the list says stale.
+    with open(bag_dir(label_server) / 'metadata.yaml', 'a') as stream:
+        stream.write('# re-recorded\n')
+    _, rows, _ = label_server.request('GET', '/api/rollouts')
+    assert {r['name']: r['status'] for r in rows['rollouts']}[ROLLOUT_NAME] == 'stale'
 
 
 def test_preview_is_the_curve_training_uses(label_server):
