@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from sarm2_common import bag_io
 from sarm2_common.bag_dataset import read_episode
+from sarm2_common.topics import image_topic, JOINT_STATES_TOPIC, STAGE_REWARD_TOPIC
 from sarm2_reward.label_server import make_server
 from spiral_policy.rollout_recorder import RolloutRecorder
 
@@ -68,9 +69,9 @@ def write_rollout(directory: Path, minutes: float, rate: float, size: int) -> Pa
     """Record a synthetic rollout through the policy node's recorder; return the bag."""
     store = bag_io.typestore()
     frames = int(round(minutes * 60 * rate))
-    camera_topic = bag_io.image_topic(CAMERA)
-    topics = {camera_topic: bag_io.IMAGE_TYPE, bag_io.JOINT_STATES_TOPIC: bag_io.JOINT_STATE_TYPE,
-              '/sarm2/stage_reward': bag_io.STAGE_REWARD_TYPE,
+    camera_topic = image_topic(CAMERA)
+    topics = {camera_topic: bag_io.IMAGE_TYPE, JOINT_STATES_TOPIC: bag_io.JOINT_STATE_TYPE,
+              STAGE_REWARD_TOPIC: bag_io.STAGE_REWARD_TYPE,
               bag_io.METADATA_TOPIC: bag_io.METADATA_TYPE}
     metadata = {'source': 'bench', 'policy_id': 'bench-policy', 'episode_id': 'bench'}
     recorder = RolloutRecorder(directory, store, flush_period=1.0)
@@ -97,10 +98,10 @@ def write_rollout(directory: Path, minutes: float, rate: float, size: int) -> Pa
                           np.full((size, size), (k * 7) % 256, np.float32)], axis=2)
         record(camera_topic, bag_io.image_message(image.astype(np.uint8), stamp, CAMERA),
                stamp)
-        record(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+        record(JOINT_STATES_TOPIC, bag_io.joint_state_message(
             [f'joint_{i}' for i in range(9)], np.full(9, k * 1e-3), stamp), stamp + 1)
         progress = k / max(1, frames - 1)
-        record('/sarm2/stage_reward', stage_reward_message(stamp, k, progress,
+        record(STAGE_REWARD_TOPIC, stage_reward_message(stamp, k, progress,
                                                            progress - previous), stamp + 2)
         previous = progress
         recorder.flush_if_due()

@@ -6,9 +6,10 @@ import pytest
 from sarm2_common import bag_io
 from sarm2_common.bag_index import HEAD_BYTES, header_stamp_ns, index_bag
 from sarm2_common.bag_playback import read_bag
+from sarm2_common.topics import image_topic, JOINT_STATES_TOPIC
 
 PERIOD_NS = 50_000_000
-CAMERA = bag_io.image_topic('corner')
+CAMERA = image_topic('corner')
 
 
 def messages(frames: int):
@@ -18,7 +19,7 @@ def messages(frames: int):
         stamp = 1_000_000_000 + k * PERIOD_NS
         image = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
         yield CAMERA, bag_io.image_message(image, stamp, 'cam'), stamp + 7
-        yield bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+        yield JOINT_STATES_TOPIC, bag_io.joint_state_message(
             [f'j{i}' for i in range(9)], np.full(9, k, np.float32), stamp), stamp + 9
 
 
@@ -68,7 +69,7 @@ def test_index_reads_every_message_as_stored(tmp_path, layout):
     stored, report = read_bag(bag)
     assert report.complete and not index.problems
     assert index.message_count == len(stored) == 800
-    for topic in (CAMERA, bag_io.JOINT_STATES_TOPIC):
+    for topic in (CAMERA, JOINT_STATES_TOPIC):
         expected = [m for m in stored if m.topic == topic]
         refs = index.topics[topic].messages
         assert [ref.log_time_ns for ref in refs] == [m.timestamp_ns for m in expected]

@@ -54,6 +54,7 @@ from sarm2_common.image_encoding import decode_rgb8, ImageFields
 from sarm2_common.rollout_labels import (bag_digest, check_label, label_path, LabelError,
                                          MAX_LABEL_BYTES, now_iso, progress_targets,
                                          RolloutLabel, save_label)
+from sarm2_common.topics import camera_of_topic
 
 LOG = logging.getLogger('label_rollouts')
 PAGE_DIR = Path(__file__).resolve().parent / 'label_page'
@@ -106,7 +107,7 @@ class Rollout:
         self.index: BagIndex = index_bag(bag, keep=_wanted)
         self.cameras: dict[str, CameraStream] = {}
         for topic in self.index.topics_of_type(bag_io.IMAGE_TYPE):
-            camera = bag_io.camera_of_topic(topic.topic)
+            camera = camera_of_topic(topic.topic)
             if camera is None or not topic.messages:
                 continue
             refs = sorted(topic.messages, key=lambda ref: header_stamp_ns(ref.head))

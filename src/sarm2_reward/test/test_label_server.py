@@ -16,6 +16,7 @@ from label_server_harness import BROKEN_NAME, ROLLOUT_NAME, RunningServer
 from sarm2_common import bag_io
 from sarm2_common.bag_dataset import read_episode
 from sarm2_common.rollout_labels import label_path, load_label, progress_targets, RolloutLabel
+from sarm2_common.topics import image_topic
 from sarm2_reward import label_server as server_module
 
 GOOD = {'success': False, 'final_progress': 0.4,
@@ -239,10 +240,10 @@ def test_every_camera_is_served_on_the_reference_clock(tmp_path):
     with bag_io.BagWriter(bag) as writer:
         for k in range(20):                      # wrist at 20 Hz, scene at 10 Hz
             stamp = start + k * 50_000_000
-            writer.write(bag_io.image_topic('wrist'), bag_io.image_message(
+            writer.write(image_topic('wrist'), bag_io.image_message(
                 np.full((8, 12, 3), k, np.uint8), stamp, 'wrist'), stamp)
             if k % 2 == 0:
-                writer.write(bag_io.image_topic('scene'), bag_io.image_message(
+                writer.write(image_topic('scene'), bag_io.image_message(
                     np.full((16, 16, 3), 100 + k, np.uint8), stamp + 1_000_000, 'scene'), stamp)
     server = RunningServer(tmp_path / 'bags')
     try:
