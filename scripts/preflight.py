@@ -30,6 +30,10 @@ PYTHON_DEPENDENCIES = {
     'python3-ruamel.yaml': 'ruamel.yaml',
     'python3-pyarrow': 'pyarrow',
     'python3-av': 'av',
+    'python3-zstandard': 'zstandard',
+    'python3-transformers': 'transformers',
+    'python3-peft': 'peft',
+    'python3-pil': 'PIL',
     'python3-selenium': 'selenium',
 }
 # Build tools and runtime groups that are not installed as share/<name>/package.xml everywhere.
@@ -38,10 +42,10 @@ ALWAYS_AVAILABLE = {
     'ament_copyright', 'ament_flake8', 'ament_pep257', 'ament_lint_auto', 'ament_lint_common',
 }
 
-# Needed only by `ros2 launch` (launch files, RViz): present on every ROS 2 install, absent from
-# PyPI, so a machine running on the Kilted wheels has none of them and runs the nodes without
-# launch (the README says how).
-LAUNCH_ONLY = {'launch', 'launch_ros', 'rviz2'}
+# ROS packages every ROS 2 install has and PyPI does not: a machine running on the Kilted wheels
+# works without them (nodes start without launch, as the README says; images are converted with
+# numpy where cv_bridge is missing).
+NOT_ON_PYPI = {'launch', 'launch_ros', 'rviz2', 'cv_bridge'}
 
 
 def ros_package_exists(name: str) -> bool:
@@ -67,7 +71,7 @@ def check_package(manifest: pathlib.Path, workspace_names: set[str]) -> list[str
     for dep in sorted({d.name for d in depends}):
         if dep in workspace_names or dep in ALWAYS_AVAILABLE:
             continue
-        if dep in LAUNCH_ONLY and not os.environ.get('ROS_DISTRO'):
+        if dep in NOT_ON_PYPI and not os.environ.get('ROS_DISTRO'):
             continue
         if dep in PYTHON_DEPENDENCIES:
             if importlib.util.find_spec(PYTHON_DEPENDENCIES[dep]) is None:

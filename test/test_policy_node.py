@@ -105,7 +105,13 @@ class FakeArm:
         self.action = self.reset_estop = None
         self.goal_type = RunEpisode.Goal
         self.camera_on = True
+        self.stamp_offset = 0.0          # s subtracted from the camera's header stamps
         self.last_image_time = 0.0
+        self.statuses = []
+        from sarm2_common.ros.qos import LATCHED
+        from sarm2_msgs.msg import EpisodeStatus
+        self.node.create_subscription(EpisodeStatus, '/episode/status', self.statuses.append,
+                                      LATCHED)
         self._messages = (Image, JointState, PoseStamped)
         self._background = BackgroundNode(self.node, self._publish_loop)
 
@@ -126,12 +132,14 @@ class FakeArm:
         image_type, joint_type, pose_type = self._messages
         rng = np.random.default_rng(0)
         while not stop.wait(1 / 30):
-            stamp = self.node.get_clock().now().to_msg()
+            now = self.node.get_clock().now()
+            stamp = now.to_msg()
             if self.camera_on:
                 pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
                 image = image_type(height=32, width=32, encoding='rgb8', step=96,
                                    data=pixels.tobytes())
-                image.header.stamp = stamp
+                old = now.nanoseconds - int(self.stamp_offset * 1e9)
+                image.header.stamp.sec, image.header.stamp.nanosec = divmod(old, 10**9)
                 self.image_pub.publish(image)
                 self.last_image_time = time.time()
             joints = joint_type(name=JOINT_NAMES, position=[0.1] * 9)
@@ -151,6 +159,9 @@ class FakeArm:
         future = self.action.send_goal_async(goal)
         handle = wait_future(future, timeout)
         return handle
+
+    def motions_between(self, since: float, until: float) -> list[float]:
+        return [t for t, v in self.twists if since < t <= until and np.abs(v).max() > 1e-9]
 
     def motions_after(self, since: float) -> list[float]:
         return [t for t, v in self.twists if t > since and np.abs(v).max() > 1e-9]
@@ -412,3 +423,205 @@ def test_remote_openpi_policy_drives_the_arm(ros, arm, start_node, tmp_path):
     # Most of the 30 steps move; the first ones wait for the server's first chunk.
     assert len(moving) >= 15
     np.testing.assert_allclose(moving[0], expected, atol=1e-6)
+
+
+# ---- faults: stamps, Ctrl-C, bad goals, bad parameters, bad checkpoints -----------------------
+@pytest.mark.parametrize('age', [15.0, 3600.0])
+def test_frames_stamped_long_ago_never_move_the_arm(ros, arm, start_node, tiny_checkpoint,
+                                                   tmp_path, age):
+    """Old camera frames (a stalled driver, a replay) hold the arm, however fresh their arrival.
+
+    Motion resumes when the stamps are current again.
+    """
+    arm.stamp_offset = age
+    name = unique_name()
+    node = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'bags'))
+    arm.connect(name)
+    started = time.time()
+    handle = arm.send_goal(record=False)
+    assert handle.accepted
+    assert wait_until(lambda: len([t for t, v in arm.twists if t > started]) >= 20, 20), \
+        node.output()
+    assert arm.motions_after(started) == [], 'old frames moved the arm'
+    assert 'observation_stamps' in node.output()          # the log says what to do
+    arm.stamp_offset = 0.0
+    arm.wait_motion(timeout=10)
+    handle.cancel_goal_async()
+
+
+def test_ctrl_c_mid_episode_stops_the_arm_and_closes_the_bag(ros, arm, start_node,
+                                                            tiny_checkpoint, tmp_path):
+    import signal
+
+    from sarm2_common import bag_io
+    from sarm2_common.bag_playback import read_bag
+    from sarm2_msgs.msg import EpisodeStatus
+
+    bags = tmp_path / 'bags'
+    name = unique_name()
+    node = start_node(NODE, name, node_params(tiny_checkpoint, bags))
+    arm.connect(name)
+    assert arm.send_goal(record=True).accepted
+    arm.wait_motion()
+    interrupted = time.time()
+    node.process.send_signal(signal.SIGINT)
+    assert node.process.wait(20) == 0, node.output()
+    # The last command is a stop, sent after Ctrl-C; the last status says why it ended.
+    assert wait_until(lambda: any(t > interrupted and not v.any() for t, v in arm.twists), 10)
+    assert not arm.twists[-1][1].any(), 'the arm was left moving'
+    assert wait_until(lambda: arm.statuses and arm.statuses[-1].reason == 'shutdown', 10), \
+        [(s.state, s.reason) for s in arm.statuses]
+    assert arm.statuses[-1].state == EpisodeStatus.ABORTED
+    (bag,) = [path for path in bags.iterdir() if path.is_dir()]
+    messages, report = read_bag(bag, (bag_io.METADATA_TOPIC,))
+    assert report.complete, report.problems
+    store = bag_io.typestore()
+    end = store.deserialize_cdr(messages[-1].data, messages[-1].msgtype)
+    assert end.kind == 'end' and end.reason == 'shutdown' and end.steps > 0
+    assert "publisher's context is invalid" not in node.output()
+
+
+@pytest.mark.parametrize('fields, problem', [
+    ({'time_limit': -1.0}, 'time_limit'),
+    ({'time_limit': float('nan')}, 'time_limit'),
+    ({'instruction': 'x' * 10_000}, 'instruction'),
+    ({'task': ''}, 'no task'),
+])
+def test_bad_goals_are_rejected_with_a_reason(ros, arm, start_node, tiny_checkpoint, tmp_path,
+                                              fields, problem):
+    name = unique_name()
+    node = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'bags'))
+    arm.connect(name)
+    handle = arm.send_goal(record=False, **fields)
+    assert not handle.accepted
+    assert wait_until(lambda: 'goal rejected' in node.output() and problem in node.output(),
+                      10), node.output()
+    assert arm.send_goal(record=False).accepted           # the node is fine afterwards
+
+
+def run_node_expecting_failure(arguments: list[str], tmp_path) -> tuple[int, list[str]]:
+    """Start the policy node with ``arguments``; return its exit code and stderr lines."""
+    import subprocess
+
+    result = subprocess.run([str(NODE), '--ros-args', *arguments], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    return result.returncode, [line for line in result.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize('case', ['typo', 'mistyped', 'nan', 'interface', 'params_file'])
+def test_startup_mistakes_stop_the_node_with_one_line(tmp_path, case):
+    typo = tmp_path / 'typo.yaml'
+    typo.write_text('/**:\n  ros__parameters:\n    safety_max_cartesion_speed: 0.05\n')
+    arguments, expected = {
+        'typo': (['--params-file', str(typo)],
+                 "unknown parameter 'safety_max_cartesion_speed' (did you mean "
+                 "'safety_max_cartesian_speed'?)"),
+        'mistyped': (['-p', 'control_rate:=fast'], 'control_rate: expected float'),
+        'nan': (['-p', 'safety_watchdog_timeout:=.nan'], 'safety_watchdog_timeout'),
+        'interface': (['-p', 'command_interface:=warp'], 'command_interface'),
+        'params_file': (['--params-file', str(tmp_path / 'missing.yaml')],
+                        "Couldn't parse params file"),
+    }[case]
+    code, lines = run_node_expecting_failure(arguments, tmp_path)
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith('policy_node: error:'), lines
+    assert expected in lines[0], lines
+
+
+def test_use_sim_time_can_be_set(ros, start_node, tiny_checkpoint, tmp_path):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    name = unique_name()
+    node = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'bags',
+                                              use_sim_time='false'))
+    probe = ros.create_node(f'parameter_probe_{uuid.uuid4().hex[:6]}')
+    try:
+        client = probe.create_client(SetParameters, f'/{name}/set_parameters')
+        assert client.wait_for_service(30), node.output()
+        value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True)
+        request = SetParameters.Request(parameters=[Parameter(name='use_sim_time', value=value)])
+        future = client.call_async(request)
+        import rclpy
+
+        rclpy.spin_until_future_complete(probe, future, timeout_sec=30)
+        assert future.result().results[0].successful, future.result()
+    finally:
+        probe.destroy_node()
+    assert node.alive() and 'TypeError' not in node.output()
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'pickle'])
+def test_checkpoint_that_fails_to_load_is_logged_and_diagnosed(ros, start_node, tiny_checkpoint,
+                                                               tmp_path, damage):
+    import shutil
+
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    broken = tmp_path / 'broken'
+    shutil.copytree(tiny_checkpoint, broken)
+    weights = broken / 'model.safetensors'
+    if damage == 'truncated':
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        weights.write_bytes(b'\x80\x04\x95' + bytes(200))      # a pickle's first bytes
+    name = unique_name()
+    node = start_node(NODE, name, node_params(broken, tmp_path / 'bags',
+                                              diagnostics_period='0.2'))
+    probe = ros.create_node(f'diagnostics_probe_{uuid.uuid4().hex[:6]}')
+    reports = []
+    probe.create_subscription(DiagnosticArray, '/diagnostics', lambda m: reports.extend(
+        s for s in m.status if s.name.startswith(name)), 50)
+    try:
+        import rclpy
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+                s.level == b'\x02' and 'not configured' in s.message for s in reports):
+            rclpy.spin_once(probe, timeout_sec=0.1)
+    finally:
+        probe.destroy_node()
+    assert any(s.level == b'\x02' and 'model.safetensors' in s.message for s in reports), \
+        [(s.level, s.message) for s in reports[-3:]]
+    assert 'configure failed' in node.output() and node.alive()
+
+
+def test_reward_success_needs_consecutive_frames_and_a_reward_node(ros, arm, start_node,
+                                                                   tiny_checkpoint, tmp_path):
+    from sarm2_common.ros.qos import RELIABLE
+    from sarm2_msgs.msg import StageReward
+
+    name = unique_name()
+    node = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'bags',
+                                              success_source='reward', success_frames='3'))
+    arm.connect(name)
+    handle = arm.send_goal(record=False)
+    assert handle.accepted
+    # Nothing publishes rewards yet: the node says so.
+    assert wait_until(lambda: 'nothing publishes /sarm2/stage_reward' in node.output(), 10), \
+        node.output()
+    rewards = arm.node.create_publisher(StageReward, '/sarm2/stage_reward', RELIABLE)
+    settle_discovery()
+
+    def publish(probability):
+        rewards.publish(StageReward(success_probability=probability))
+        time.sleep(0.05)
+
+    for probability in (0.1, 0.95, 0.1, 0.95, 0.95, 0.2):     # spikes, never 3 in a row
+        publish(probability)
+    time.sleep(0.5)
+    assert not handle.get_result_async().done()
+    for probability in (0.95, 0.96, 0.97):
+        publish(probability)
+    response = wait_future(handle.get_result_async(), 20)
+    assert response.result.success and response.result.reason == 'success'
+
+
+def test_two_policy_nodes_with_one_name_are_reported(ros, start_node, tiny_checkpoint, tmp_path):
+    name = unique_name()
+    first = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'a',
+                                               diagnostics_period='0.2'))
+    second = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'b',
+                                                diagnostics_period='0.2'))
+    assert wait_until(lambda: 'nodes are named' in first.output() + second.output(), 30), \
+        first.output() + second.output()

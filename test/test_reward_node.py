@@ -608,3 +608,94 @@ def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros,
         probe.close()
     finally:
         server.close()
+
+
+# ---- faults: oversized inputs, a bogus stamp, bad parameters, a second node of the same name ---
+def _call(probe, client, request, timeout=30.0):
+    assert client.wait_for_service(timeout)
+    future = client.call_async(request)
+    assert probe.spin_until(future.done, timeout)
+    return future.result()
+
+
+def test_oversized_task_instruction_and_ids_are_refused(ros, start_node, two_camera_checkpoint):
+    from sarm2_msgs.srv import ResetEpisode, SetTask
+
+    node = start_node(f'checkpoint:={two_camera_checkpoint}', 'autostart:=true',
+                      'diagnostics_period:=0.2', 'queue_size:=50')
+    probe = Probe(ros, cameras=('corner', 'wrist'))
+    set_task = ros.create_client(SetTask, '/reward_node/set_task')
+    reset = ros.create_client(ResetEpisode, '/reward_node/reset')
+    try:
+        assert probe.wait_connected(), node.output()
+        started = time.monotonic()
+        answer = _call(probe, set_task, SetTask.Request(task='push-v3',
+                                                        instruction='x' * 10_000_000))
+        assert not answer.success and 'instruction' in answer.message
+        assert time.monotonic() - started < 8, 'a 10 MB request should be refused quickly'
+        answer = _call(probe, reset, ResetEpisode.Request(episode_id='e' * 10_000_000))
+        assert not answer.success and 'episode_id' in answer.message
+        probe.publish_status('s' * 1_000_000, 'push-v3', 'push the puck')
+        assert probe.wait_for_diag(lambda d: _count(probe, 'bad_input.status_too_long') >= 1)
+        # Nothing long made it into the rewards.
+        images, joints = _frame()
+        probe.publish(images, joints, _now_ns(ros))
+        assert probe.spin_until(lambda: probe.rewards, 15), probe.diag()
+        assert len(probe.rewards[-1].instruction) < 3000
+        assert len(probe.rewards[-1].episode_id) <= 64
+        assert node.alive()
+    finally:
+        ros.destroy_client(set_task)
+        ros.destroy_client(reset)
+        probe.close()
+
+
+def test_one_bogus_future_stamp_does_not_hijack_the_episode(ros, start_node,
+                                                            two_camera_checkpoint):
+    node = start_node(f'checkpoint:={two_camera_checkpoint}', 'autostart:=true',
+                      'diagnostics_period:=0.2', 'queue_size:=50',
+                      'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=50')
+    probe = Probe(ros, cameras=('corner', 'wrist'), reliable=True)
+    try:
+        assert probe.wait_connected(), node.output()
+        probe.wait_for_diag(lambda d: d.get('state') == 'active')
+        probe.publish_status('policy-episode', 'push-v3', 'push the puck')
+        assert probe.wait_for_diag(lambda d: d.get('episode_id') == 'policy-episode')
+        images, joints = _frame()
+        year_2038 = 2_145_916_800 * 1_000_000_000
+        for k in range(30):
+            stamp = year_2038 if k == 10 else _now_ns(ros)
+            probe.publish(images, joints, stamp)
+            probe.spin_for(0.05)
+        assert probe.spin_until(lambda: len(probe.rewards) >= 25, 20), probe.diag()
+        probe.spin_for(0.5)
+    finally:
+        probe.close()
+    assert {r.episode_id for r in probe.rewards} == {'policy-episode'}
+    assert _count(probe, 'bad_input.stamp_ahead') >= 1 and _count(probe, 'timeline_resets') == 0
+    assert node.alive()
+
+
+@pytest.mark.parametrize('parameter', ['stale_timeout:=.nan', 'output_rate:=.inf',
+                                       'pairing_slop:=.nan', 'max_pairing_delay:=-1.0',
+                                       'backend:=magic', 'smoothng:=0.3'])
+def test_bad_parameters_stop_the_node_with_one_line(tmp_path, parameter):
+    import subprocess
+
+    result = subprocess.run([str(NODE), '--ros-args', '--params-file',
+                             str(CONFIG_DIR / 'reward_node.yaml'), '-p', parameter],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith('reward_node: error:'), lines
+    assert parameter.split(':=')[0] in lines[0], lines
+
+
+def test_two_reward_nodes_with_one_name_are_reported(ros, start_node, two_camera_checkpoint):
+    first = start_node(f'checkpoint:={two_camera_checkpoint}', 'diagnostics_period:=0.2')
+    second = start_node(f'checkpoint:={two_camera_checkpoint}', 'diagnostics_period:=0.2')
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and 'nodes are named' not in (first.output()
+                                                                      + second.output()):
+        time.sleep(0.2)
+    assert 'nodes are named /reward_node' in first.output() + second.output()

@@ -3,9 +3,11 @@
     ros2 launch sarm2_bringup replay.launch.py bag:=rollouts/episode_0003 \
         reward_checkpoint:=runs/demo/sarm2 rate:=1.0
 
-The bag player publishes the recorded camera and joint messages with their original timing (and
-/clock, which every node follows), and the reward node publishes StageReward, progress, reward,
-markers and the overlay image as it would live. For metrics and plots over a directory of bags
+The bag player publishes the recorded sensor topics (camera and joint messages) with their
+original timing (and /clock, which every node follows), and the reward node publishes
+StageReward, progress, reward, markers and the overlay image as it would live. The recorded
+commands and rewards are not replayed: no arm in the same ROS domain moves, and the live rewards
+are the only ones on /sarm2/stage_reward. For metrics and plots over a directory of bags
 without ROS, use `evaluate_reward_model`.
 """
 
@@ -28,7 +30,8 @@ def generate_launch_description():
                               description='task of the bag (its instruction from the catalogue)'),
         DeclareLaunchArgument('rate', default_value='1.0', description='playback speed factor'),
         DeclareLaunchArgument('wait_for_subscribers', default_value='1',
-                              description='start playing once the reward node has subscribed'),
+                              description='start playing once the reward node has subscribed '
+                              '(0: at once)'),
         DeclareLaunchArgument('shutdown_when_done', default_value='true',
                               description='stop every node when the bag has been played'),
         DeclareLaunchArgument('rviz', default_value='false',
@@ -46,6 +49,7 @@ def generate_launch_description():
                      'task': LaunchConfiguration('task'), 'autostart': True,
                      # Replay is lossless: take every recorded frame.
                      'sensor_qos_reliability': 'reliable', 'use_sim_time': True}])
+    # RViz first: if rviz2 is not installed the launch fails before any node has started.
     rviz = Node(
         package='rviz2', executable='rviz2', name='rviz2', output='log',
         arguments=['-d', PathJoinSubstitution([config, 'sarm2.rviz'])],
@@ -54,4 +58,4 @@ def generate_launch_description():
         OnProcessExit(target_action=player, on_exit=[EmitEvent(event=Shutdown(
             reason='bag played'))]),
         condition=IfCondition(LaunchConfiguration('shutdown_when_done')))
-    return LaunchDescription(arguments + [player, reward, rviz, stop_at_end])
+    return LaunchDescription(arguments + [rviz, player, reward, stop_at_end])

@@ -6,9 +6,10 @@
 
 Your drivers publish the camera and joint states; this launch file adds the reward node and the
 policy node (which records each episode as a bag). Every topic is an argument; safety limits,
-control rate and the rest come from config/policy_node.yaml and config/reward_node.yaml (copy and
-pass your own with policy_params:=... / reward_params:=...). Success on a real robot comes from the
-reward model's success probability: nothing reads simulator ground truth here.
+control rate and the rest come from sarm2_bringup's config/policy_node.yaml and
+config/reward_node.yaml (copy them and pass your own with policy_params:=... /
+reward_params:=...). Success on a real robot comes from the reward model's success probability:
+nothing reads simulator ground truth here.
 """
 
 from launch import LaunchDescription
@@ -80,9 +81,11 @@ def generate_launch_description():
                      # A real robot has no simulator ground truth: success comes from SARM2.
                      'success_source': 'reward', 'reset_service': '', 'set_task_service': '',
                      'autostart': True, 'use_sim_time': use_sim_time}])
+    # RViz first: if rviz2 is not installed the launch fails before any node has started
+    # (a failure after them would leave the nodes running without launch, ros2/launch#747).
     rviz = Node(
         package='rviz2', executable='rviz2', name='rviz2', output='log',
         arguments=['-d', PathJoinSubstitution([config, 'sarm2.rviz'])],
         parameters=[{'use_sim_time': use_sim_time}],
         condition=IfCondition(LaunchConfiguration('rviz')))
-    return LaunchDescription(arguments + [reward, policy, rviz])
+    return LaunchDescription(arguments + [rviz, reward, policy])

@@ -506,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
                              'and 30 rollouts per task, longer training, 50 evaluation '
                              'episodes per task (hours on 2 cores)')
     parser.add_argument('--runs-dir', type=Path, default=RUNS, help='where runs are kept')
+    parser.add_argument('--until', choices=STEP_NAMES, metavar='STEP',
+                        help=f'stop after this step (one of {", ".join(STEP_NAMES)}); a later '
+                        '`make demo` continues from there')
     for f in fields(DemoConfig):
         flag = '--' + f.name.replace('_', '-')
         if f.name == 'tasks':
@@ -545,7 +548,8 @@ def main(argv=None) -> int:
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     print(f'demo run: {ctx.run_dir} (config {json.dumps(config.to_dict())})', flush=True)
     again = 'make demo' + (f" ARGS='--run {args.run}'" if args.run else '')
-    return execute(ctx, STEPS, 'demo', again)
+    steps = STEPS[:STEP_NAMES.index(args.until) + 1] if args.until else STEPS
+    return execute(ctx, steps, 'demo', again)
 
 
 if __name__ == '__main__':

@@ -199,6 +199,10 @@ def execute(ctx: RunContext, steps: list[Step], program: str, resume_command: st
     except RunError as error:
         print(f'{program}: {error}', file=sys.stderr)
         return 1
+    if 'report' not in ctx.results:
+        print(f'stopped after step {steps[-1].name}; run `{resume_command}` to continue '
+              f'{ctx.run_dir}')
+        return 0
     print('\n' + ctx.results['report']['summary'])
     print(f'\nreport: {ctx.run_dir / "report" / "index.html"} '
           f'({time.monotonic() - started:.0f} s in this invocation)')

@@ -155,13 +155,50 @@ def node_summary(records: list[dict], tasks) -> dict:
     return per_task
 
 
+SIM_GRAPH_NODES = (('sim_node', 'sarm2_sim'), ('reward_node', 'sarm2_reward'),
+                   ('policy_node', 'spiral_policy'))
+
+
+def sim_graph_parameters(task: str, reward_checkpoint, policy_checkpoint, bag_directory,
+                         cameras=('corner',), image_size: int = 64, seed: int = 0,
+                         control_rate: float = 20.0, use_sim_time: bool = False
+                         ) -> dict[str, dict]:
+    """Per-node parameters of the simulated graph, on top of each node's config/*.yaml.
+
+    The one definition of the sim graph: ``sim.launch.py`` and ``SimGraph`` (make demo,
+    spiral_loop) both start the three nodes with the shipped YAML files plus these values.
+    The simulator steps, and the camera publishes, once per control step: the compact VLA is
+    cloned from demonstrations with one action per simulator step.
+    """
+    cameras = list(cameras)
+    rate = float(control_rate)
+    sim_time = bool(use_sim_time)
+    return {
+        'sim_node': {'task': task, 'cameras': cameras, 'image_size': int(image_size),
+                     'seed': int(seed), 'sim_rate': rate, 'camera_rate': rate,
+                     'joint_state_rate': 2 * rate, 'publish_clock': sim_time,
+                     'use_sim_time': sim_time},
+        'reward_node': {'checkpoint': str(reward_checkpoint), 'cameras': cameras,
+                        'task': task, 'autostart': True, 'torch_threads': 1,
+                        'use_sim_time': sim_time},
+        'policy_node': {'checkpoint': str(policy_checkpoint), 'cameras': cameras,
+                        'bag_directory': str(bag_directory), 'success_source': 'sim',
+                        'control_rate': rate, 'autostart': True, 'use_sim_time': sim_time},
+    }
+
+
+def ros_argument(value) -> str:
+    """Format a parameter value for ``--ros-args -p name:=value`` (YAML syntax)."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (list, tuple)):
+        return '[' + ','.join(ros_argument(v) for v in value) + ']'
+    return str(value)
+
+
 @dataclass
 class SimGraph:
-    """How to start the three nodes for a set of episodes.
-
-    One simulator step per control step (``sim_rate = control_rate``): the compact VLA is cloned
-    from demonstrations with one action per simulator step.
-    """
+    """How to start the three nodes for a run (``sim_graph_parameters`` plus run sizes)."""
 
     reward_checkpoint: Path
     vla_checkpoint: Path
@@ -176,28 +213,21 @@ class SimGraph:
 
     def start(self, logs: Path, bags: Path) -> list[NodeProcess]:
         """Start sim_node, reward_node and policy_node (logs in ``logs``, bags into ``bags``)."""
-        rate = self.control_rate
+        parameters = sim_graph_parameters(self.task, self.reward_checkpoint,
+                                          self.vla_checkpoint, bags, self.cameras,
+                                          self.image_size, self.seed, self.control_rate)
+        parameters['policy_node'].update(
+            max_steps=self.max_steps,
+            time_limit=4.0 * self.max_steps / self.control_rate + 10.0,
+            start_timeout=30.0, **self.policy_params)
         nodes = []
         try:
-            nodes.append(NodeProcess(console_script('sarm2_sim', 'sim_node'), 'sim_node',
-                                     config_file('sim_node.yaml'),
-                                     {'task': self.task, 'image_size': self.image_size,
-                                      'cameras': '[' + ','.join(self.cameras) + ']',
-                                      'sim_rate': rate, 'camera_rate': rate,
-                                      'joint_state_rate': rate * 2, 'max_linear_speed': 0.8,
-                                      'seed': self.seed}, logs, self.env))
-            nodes.append(NodeProcess(console_script('sarm2_reward', 'reward_node'),
-                                     'reward_node', config_file('reward_node.yaml'),
-                                     {'checkpoint': self.reward_checkpoint, 'autostart': 'true',
-                                      'torch_threads': 1, 'task': self.task}, logs, self.env))
-            nodes.append(NodeProcess(
-                console_script('spiral_policy', 'policy_node'), 'policy_node',
-                config_file('policy_node.yaml'),
-                {'checkpoint': self.vla_checkpoint, 'autostart': 'true',
-                 'bag_directory': bags, 'success_source': 'sim',
-                 'max_steps': self.max_steps, 'control_rate': rate,
-                 'time_limit': 4.0 * self.max_steps / rate + 10.0, 'start_timeout': 30.0,
-                 **self.policy_params}, logs, self.env))
+            for name, package in SIM_GRAPH_NODES:
+                nodes.append(NodeProcess(console_script(package, name), name,
+                                         config_file(f'{name}.yaml'),
+                                         {k: ros_argument(v)
+                                          for k, v in parameters[name].items()},
+                                         logs, self.env))
         except BaseException:
             for node in reversed(nodes):
                 node.stop()

@@ -16,6 +16,7 @@ from typing import Iterator
 
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import CRCValidationError, StreamReader
+from zstandard import ZstdError
 
 
 @dataclass
@@ -80,9 +81,10 @@ def iter_raw_messages(path: str | Path, report: ReadReport,
                         if topics is None or topic in topics:
                             report.messages += 1
                             yield RawMessage(topic, msgtype, record.log_time, bytes(record.data))
-        except CRCValidationError as error:
-            # A chunk (or the data section) does not match its checksum: the recorded bytes
-            # were altered after writing. Messages of that chunk were not yielded.
+        except (CRCValidationError, ZstdError) as error:
+            # A chunk (or the data section) does not match its checksum, or its compressed
+            # bytes no longer decompress: the recorded bytes were altered after writing.
+            # Messages of that chunk were not yielded.
             report.corrupt = True
             report.problems.append(f'{file.name}: checksum mismatch after {report.messages} '
                                    f'messages: the file is corrupt ({error})')

@@ -19,8 +19,8 @@ import json
 import os
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+from sarm2_common.tensor_files import load_tensors
 import torch
 from torch import nn
 
@@ -112,12 +112,10 @@ def read_config(directory: str | Path) -> dict:
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f'{path}: missing')
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f'{path}: not a readable safetensors file ({exc})') from None
+        return load_tensors(path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def load_checkpoint(directory: str | Path, device: str = 'cpu') -> nn.Module:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+from sarm2_common.tensor_files import load_tensors
 import torch
 from torch import nn
 from torch.nn import functional
@@ -212,7 +213,7 @@ def load_model(directory: str | Path) -> CompactVla:
     except (ValueError, TypeError) as error:
         raise ValueError(f'{config_path}: {error}') from None
     model = CompactVla(config)
-    state = load_file(weights_path)
+    state = load_tensors(weights_path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

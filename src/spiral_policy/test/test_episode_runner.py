@@ -164,3 +164,42 @@ def test_no_published_value_leaves_the_limits_whatever_the_policy(mode):
         assert np.all(np.abs(values - previous) <= 0.01 + 1e-9)   # min(0.02, 0.2 * 0.05)
         previous = values
         measured[:3] = values
+
+
+def test_a_slow_query_never_turns_stale_observations_into_motion():
+    """Freshness is checked again after the policy query, at the time read then (late commands)."""
+    core, policy = make_core([np.array([[1, 0, 0, 1], [1, 0, 0, 1]], np.float32)] * 3,
+                             watchdog_timeout=0.5)
+    clock = {'now': 0.3}                     # camera last seen at 0.0: fresh when the step starts
+
+    def slow_query(obs):
+        clock['now'] += 0.4                  # the query takes 0.4 s
+        return ScriptedPolicy.select_action(policy, obs)
+
+    policy.select_action = slow_query
+    out = core.step(OBS, POSITION, clock['now'], 0.05, clock=lambda: clock['now'])
+    assert out.safety.kind == HOLD and not out.safety.values.any()
+    assert out.checked_at == 0.7             # the node stamps the hold with the check's time
+    assert 'stale:camera' in out.safety.reasons and out.executed_action is None
+    # Fresh again: the query result is used and the command carries the later check's time.
+    core.safety.observe('camera', 0.7)
+    clock['now'] = 0.75
+    out = core.step(OBS, POSITION, clock['now'], 0.05, clock=lambda: clock['now'])
+    assert out.safety.kind == COMMAND and out.checked_at == pytest.approx(1.15)
+
+
+def test_observation_time_trusts_old_stamps_and_never_future_ones():
+    from spiral_policy.episode_runner import observation_time
+
+    assert observation_time(100.0 - 15.0, 100.0, 'header') == 85.0     # stale: the watchdog holds
+    assert observation_time(100.0 + 3600.0, 100.0, 'header') == 100.0  # future: dated on arrival
+    assert observation_time(85.0, 100.0, 'receive') == 100.0           # explicitly configured
+    assert observation_time(None, 100.0, 'header') == 100.0            # no header
+
+
+def test_success_needs_consecutive_frames():
+    from spiral_policy.episode_runner import SuccessDetector
+
+    detector = SuccessDetector(0.9, 3)
+    assert [detector.update(p) for p in (0.95, 0.2, 0.95, 0.95, float('nan'), 0.95, 0.95,
+                                         0.91)] == [False] * 7 + [True]

@@ -124,6 +124,29 @@ def test_round_with_no_usable_episode_exits_nonzero_with_a_reason(tmp_path, caps
     assert '--reward-checkpoint' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('damage', ['truncated', 'pickle', 'missing'])
+def test_unreadable_base_checkpoint_is_one_line_and_exit_2(tmp_path, capsys, damage):
+    from spiral_policy.compact_vla import CompactVla, CompactVlaConfig, save_checkpoint
+
+    write_bag(tmp_path / 'bag', task='push-v3')
+    base = save_checkpoint(CompactVla(CompactVlaConfig(
+        image_size=16, chunk_size=4, d_model=16, num_heads=2, num_layers=1,
+        conv_channels=(8, 8), text_buckets=16)), tmp_path / 'base')
+    weights = Path(base) / 'model.safetensors'
+    if damage == 'truncated':
+        weights.write_bytes(weights.read_bytes()[:64])
+    elif damage == 'pickle':
+        weights.write_bytes(b'\x80\x04\x95' + bytes(100))
+    else:
+        weights.unlink()
+    code = main([str(tmp_path / 'bag'), '--out', str(tmp_path / 'out'), '--reward',
+                 'time_linear', '--task', 'push-v3', '--base-checkpoint', str(base)])
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.startswith('spiral_update')]
+    assert code == 2 and len(err) == 1 and 'model.safetensors' in err[0], err
+    assert not (tmp_path / 'out').exists()
+
+
 def make_episode(name: str, frames: int = 6, success: bool = True) -> Episode:
     rng = np.random.default_rng(0)
     return Episode(episode_id=name, task='push-v3', instruction='push the puck',

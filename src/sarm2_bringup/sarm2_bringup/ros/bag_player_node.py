@@ -23,14 +23,14 @@ import threading
 import time
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.task import Future
 from rosgraph_msgs.msg import Clock
 from sarm2_common import topics
 from sarm2_common.bag_playback import playback_schedule, read_bag, select_topics
 from sarm2_common.ros.parameters import NodeParameters
 from sarm2_common.ros.qos import LATCHED, RELIABLE
-from sarm2_common.ros.spin import startup_error_text, STARTUP_ERRORS
+from sarm2_common.ros.spin import spin_node
 
 from ..bag_player_config import BagPlayerConfig
 
@@ -60,6 +60,8 @@ class BagPlayerNode(Node):
         self.config = NodeParameters(self, BagPlayerConfig).config
         bag = self.config.bag
         messages, report = read_bag(bag)
+        if report.corrupt:
+            raise ValueError(f'{bag}: ' + '; '.join(report.problems))
         for problem in report.problems:
             self.get_logger().warning(f'{bag}: {problem}')
         available = {}
@@ -82,7 +84,7 @@ class BagPlayerNode(Node):
         self.clock_publisher = (self.create_publisher(Clock, '/clock', RELIABLE)
                                 if self.config.publish_clock else None)
         self.published = 0
-        self.done = threading.Event()
+        self.finished = Future()           # completed by the player thread at the end
         self.get_logger().info(
             f'playing {len(self.messages)} messages on {len(self.publishers_by_topic)} topics '
             f'from {bag} at {self.config.rate}x' + (' (loop)' if self.config.loop else ''))
@@ -139,7 +141,7 @@ class BagPlayerNode(Node):
                 self.clock_publisher.publish(stamp)
             self.published += 1
         self.get_logger().info(f'finished: published {self.published} messages')
-        self.done.set()
+        self.finished.set_result(self.published)
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -175,21 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(rclpy.parameter.Parameter('loop', value=True))
     if args.clock:
         overrides.append(rclpy.parameter.Parameter('publish_clock', value=True))
-    try:
-        rclpy.init(args=argv)
-        node = BagPlayerNode(parameter_overrides=overrides)
-    except STARTUP_ERRORS as error:
-        print(f'bag_player: error: {startup_error_text(error)}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        while rclpy.ok() and not node.done.is_set():
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(BagPlayerNode, args=argv, parameter_overrides=overrides)
     return 0
 
 

@@ -15,12 +15,14 @@ import signal
 import sys
 
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
                              SingleThreadedExecutor)
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
+WAKE_PERIOD = 0.2   # s, longest wait before a signal is handled
 # Problems at startup that are the user's to fix (parameters, files, interfaces), not bugs.
 STARTUP_ERRORS = (ValueError, TypeError, OSError, ImportError, rclpy_implementation.RCLError)
 
@@ -36,18 +38,25 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def spin_node(node_class, num_threads: int = 1, args=None) -> None:
-    """Create ``node_class()``, bring it up and spin it until Ctrl-C or SIGTERM.
+def _awake() -> None:
+    """Do nothing: the timer only makes the executor return to Python now and then."""
 
-    Exits with code 2 and one line on stderr when the node cannot be created.
+
+def spin_node(node_class, num_threads: int = 1, args=None, name: str = '', **node_kwargs
+              ) -> None:
+    """Create ``node_class(**node_kwargs)``, bring it up and spin it until Ctrl-C or SIGTERM.
+
+    A node with a ``finished`` future (e.g. a bag player at the end of its bag) also stops when
+    that future completes. Exits with code 2 and one line on stderr when the node cannot be
+    created.
     """
-    name = getattr(node_class, 'NODE_NAME', node_class.__name__)
+    name = name or getattr(node_class, 'NODE_NAME', node_class.__name__)
     node = None
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
-        node = node_class()
+        node = node_class(**node_kwargs)
     except STARTUP_ERRORS as error:
         print(f'{name}: error: {startup_error_text(error)}', file=sys.stderr)
         if node is not None:
@@ -66,13 +75,22 @@ def spin_node(node_class, num_threads: int = 1, args=None) -> None:
         if isinstance(node, LifecycleNode) and node.config.autostart:
             if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 node.trigger_activate()
-        executor.spin()
+        # Python runs a signal handler only between bytecodes, and an idle wait set (e.g. every
+        # timer on a /clock that stopped) would never return: a steady-clock timer wakes the
+        # executor so Ctrl-C is handled within WAKE_PERIOD.
+        node.create_timer(WAKE_PERIOD, _awake, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        finished = getattr(node, 'finished', None)
+        if finished is not None:
+            executor.spin_until_future_complete(finished)
+        else:
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        # A second Ctrl-C must not cut the node's last words short.
+        # Shutting down already: a further Ctrl-C changes nothing, and SIGTERM (ros2 launch
+        # sends it only after giving SIGINT its time) ends a stuck shutdown at once.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         finish = getattr(node, 'finish_before_shutdown', None)
         if finish is not None and rclpy.ok():
             finish()

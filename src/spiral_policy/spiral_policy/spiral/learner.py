@@ -12,7 +12,8 @@ import copy
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+from sarm2_common.tensor_files import load_tensors
 import torch
 from tqdm import tqdm
 
@@ -149,10 +150,10 @@ class SpiralLearner:
         if not config_path.is_file():
             raise FileNotFoundError(f'{config_path} not found: not a SPIRAL residual checkpoint')
         learner = cls(SpiralConfig.load(config_path), seed=seed)
-        _load_into(learner.actor, load_file(str(directory / ACTOR_FILE)), directory / ACTOR_FILE)
+        _load_into(learner.actor, load_tensors(directory / ACTOR_FILE), directory / ACTOR_FILE)
         critic_path = directory / CRITIC_FILE
         if critic_path.is_file():
-            state = load_file(str(critic_path))
+            state = load_tensors(critic_path)
             for prefix, module in (('critic.', learner.critic),
                                    ('critic_target.', learner.critic_target),
                                    ('actor_target.', learner.actor_target)):
