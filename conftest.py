@@ -50,6 +50,22 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 import pytest  # noqa: E402  (after the environment is set, before any test imports rclpy)
 
 
+@pytest.fixture(autouse=True)
+def scheduling_stays_normal():
+    """Fail a test that leaves this process on another CPU scheduling policy.
+
+    A library that switches to real-time scheduling (SVT-AV1 did) makes every node started
+    afterwards inherit it, and a busy real-time node starves the whole machine.
+    """
+    before = os.sched_getscheduler(0)
+    yield
+    after = os.sched_getscheduler(0)
+    if after != before:
+        os.sched_setscheduler(0, before, os.sched_param(0))
+        pytest.fail(f'the test changed the scheduling policy of the test process ({before} -> '
+                    f'{after}); restored')
+
+
 @pytest.fixture
 def ros_context():
     """Initialise rclpy (default context) for the test process; shut it down afterwards."""

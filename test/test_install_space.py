@@ -25,6 +25,7 @@ def plain_build(base: Path) -> Path:
         # Like scripts/bootstrap.sh: ROS 2 from the wheels in the venv.
         env['AMENT_PREFIX_PATH'] = env['CMAKE_PREFIX_PATH'] = str(venv)
     env['PATH'] = f'{venv / "bin"}:{env["PATH"]}'
+    base.mkdir(parents=True)
     result = subprocess.run(
         [str(venv / 'bin' / 'colcon'), '--log-base', str(base / 'log'), 'build',
          '--base-paths', str(REPO / 'src'), '--build-base', str(base / 'build'),

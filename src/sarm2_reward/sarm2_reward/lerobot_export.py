@@ -52,6 +52,7 @@ never replaced unless ``overwrite``.
 """
 
 import argparse
+import contextlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 import json
@@ -474,6 +475,23 @@ def _next_file(chunk: int, file: int) -> tuple[int, int]:
     return (chunk + 1, 0) if file >= CHUNKS_SIZE else (chunk, file)
 
 
+@contextlib.contextmanager
+def _unchanged_scheduling():
+    """Undo a change of this thread's CPU scheduling made inside the block.
+
+    SVT-AV1 switches the thread that drives it to real-time scheduling (SCHED_FIFO, priority
+    99) when it is allowed to (as root): every process started afterwards would inherit it, and
+    a busy real-time process starves the whole machine. Every call into the encoder runs inside
+    this guard.
+    """
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy:
+            os.sched_setscheduler(0, policy, param)
+
+
 class _VideoFile:
     """One camera's mp4 at a constant frame rate; frames are appended episode after episode."""
 
@@ -488,8 +506,9 @@ class _VideoFile:
             os.environ.setdefault('SVT_LOG', '1')
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.container = av.open(str(path), 'w')
-        self.stream = self.container.add_stream(VIDEO_CODECS[config.vcodec], rate=fps)
+        with _unchanged_scheduling():
+            self.container = av.open(str(path), 'w')
+            self.stream = self.container.add_stream(VIDEO_CODECS[config.vcodec], rate=fps)
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = config.pix_fmt
         # The muxer changes the stream's time base once the header is written; frames keep
@@ -505,15 +524,17 @@ class _VideoFile:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format='rgb24')
             frame.pts = self.frames
             frame.time_base = self.time_base
-            self.container.mux(self.stream.encode(frame))
+            with _unchanged_scheduling():
+                self.container.mux(self.stream.encode(frame))
             self.frames += 1
 
     def size_mb(self) -> float:
         return self.path.stat().st_size / 1e6 if self.path.exists() else 0.0
 
     def close(self) -> None:
-        self.container.mux(self.stream.encode())
-        self.container.close()
+        with _unchanged_scheduling():
+            self.container.mux(self.stream.encode())
+            self.container.close()
 
 
 def _fixed_lists(rows: np.ndarray, value_type):
