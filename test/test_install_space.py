@@ -45,6 +45,8 @@ def installed_env(install: Path) -> dict:
                                    if str(REPO / 'install') not in p)
     if not os.environ.get('ROS_DISTRO'):
         keep['AMENT_PREFIX_PATH'] = sys.prefix
+    # A moved install space is sourced by naming where it is now.
+    keep['COLCON_CURRENT_PREFIX'] = str(install)
     dump = subprocess.run(['bash', '-c', f'. "{install}/setup.sh" && env -0'], env=keep,
                           capture_output=True, timeout=60, check=True).stdout
     return dict(item.split('=', 1) for item in dump.decode().split('\0') if '=' in item)
@@ -76,5 +78,5 @@ def test_plain_install_runs_the_demos_first_step_away_from_the_source(tmp_path):
         cwd=tmp_path / 'robot', env=env, capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     assert 'stopped after step demos' in demo.stdout
-    bags = list((tmp_path / 'robot' / 'runs').glob('*/demos/bags/*/*/metadata.yaml'))
+    bags = list((tmp_path / 'robot' / 'runs' / 'latest').glob('demos/bags/*/*/metadata.yaml'))
     assert len(bags) == 4, demo.stdout[-2000:]

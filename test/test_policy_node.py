@@ -520,7 +520,7 @@ def test_startup_mistakes_stop_the_node_with_one_line(tmp_path, case):
         'nan': (['-p', 'safety_watchdog_timeout:=.nan'], 'safety_watchdog_timeout'),
         'interface': (['-p', 'command_interface:=warp'], 'command_interface'),
         'params_file': (['--params-file', str(tmp_path / 'missing.yaml')],
-                        "Couldn't parse params file"),
+                        'missing.yaml: No such file or directory'),
     }[case]
     code, lines = run_node_expecting_failure(arguments, tmp_path)
     assert code == 2, lines

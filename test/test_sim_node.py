@@ -174,8 +174,9 @@ def test_driver_reaches_goal_through_dds(ros, start_node):
 def test_bad_input_is_refused_and_counted(ros, start_node):
     from sarm2_sim.sim_arm import SimArm, SimArmConfig
 
+    # Real time (80 steps/s): the travelled distance is compared with wall-clock time.
     node_process = start_node('task:=reach-v3', 'image_size:=32', 'camera_rate:=5.0',
-                              'max_linear_speed:=0.2')
+                              'max_linear_speed:=0.2', 'sim_rate:=80.0')
     driver = Driver(ros)
     _wait_for_stream(driver, node_process)
     twin = SimArm(SimArmConfig(task='reach-v3', cameras=()))

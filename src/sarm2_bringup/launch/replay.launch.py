@@ -18,11 +18,11 @@ from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
+from sarm2_bringup.ros.launch_parts import config_directory, rviz
 
 
 def generate_launch_description():
-    config = PathJoinSubstitution([FindPackageShare('sarm2_bringup'), 'config'])
+    config = config_directory()
     arguments = [
         DeclareLaunchArgument('bag', description='rosbag2 bag directory to replay'),
         DeclareLaunchArgument('reward_checkpoint', description='SARM2 checkpoint directory'),
@@ -34,8 +34,6 @@ def generate_launch_description():
                               '(0: at once)'),
         DeclareLaunchArgument('shutdown_when_done', default_value='true',
                               description='stop every node when the bag has been played'),
-        DeclareLaunchArgument('rviz', default_value='false',
-                              description='start RViz with config/sarm2.rviz'),
     ]
     player = Node(
         package='sarm2_bringup', executable='bag_player', name='bag_player', output='screen',
@@ -49,13 +47,8 @@ def generate_launch_description():
                      'task': LaunchConfiguration('task'), 'autostart': True,
                      # Replay is lossless: take every recorded frame.
                      'sensor_qos_reliability': 'reliable', 'use_sim_time': True}])
-    # RViz first: if rviz2 is not installed the launch fails before any node has started.
-    rviz = Node(
-        package='rviz2', executable='rviz2', name='rviz2', output='log',
-        arguments=['-d', PathJoinSubstitution([config, 'sarm2.rviz'])],
-        parameters=[{'use_sim_time': True}], condition=IfCondition(LaunchConfiguration('rviz')))
     stop_at_end = RegisterEventHandler(
         OnProcessExit(target_action=player, on_exit=[EmitEvent(event=Shutdown(
             reason='bag played'))]),
         condition=IfCondition(LaunchConfiguration('shutdown_when_done')))
-    return LaunchDescription(arguments + [rviz, player, reward, stop_at_end])
+    return LaunchDescription(arguments + rviz(True) + [player, reward, stop_at_end])

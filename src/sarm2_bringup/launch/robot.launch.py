@@ -14,16 +14,15 @@ nothing reads simulator ground truth here.
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
+from sarm2_bringup.ros.launch_parts import config_directory, rviz
 
 
 def generate_launch_description():
     # String-array parameters take a list of substitution lists ([[...]]): a flat list of
     # substitutions is concatenated into one string by launch_ros.
-    config = PathJoinSubstitution([FindPackageShare('sarm2_bringup'), 'config'])
+    config = config_directory()
     use_sim_time = LaunchConfiguration('use_sim_time')
     camera_topic = LaunchConfiguration('camera_topic')
     joint_states = LaunchConfiguration('joint_states_topic')
@@ -56,8 +55,6 @@ def generate_launch_description():
                               description='parameter file of the policy node'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='follow /clock (e.g. when replaying bags)'),
-        DeclareLaunchArgument('rviz', default_value='false',
-                              description='start RViz with config/sarm2.rviz'),
     ]
     reward = Node(
         package='sarm2_reward', executable='reward_node', name='reward_node', output='screen',
@@ -81,11 +78,4 @@ def generate_launch_description():
                      # A real robot has no simulator ground truth: success comes from SARM2.
                      'success_source': 'reward', 'reset_service': '', 'set_task_service': '',
                      'autostart': True, 'use_sim_time': use_sim_time}])
-    # RViz first: if rviz2 is not installed the launch fails before any node has started
-    # (a failure after them would leave the nodes running without launch, ros2/launch#747).
-    rviz = Node(
-        package='rviz2', executable='rviz2', name='rviz2', output='log',
-        arguments=['-d', PathJoinSubstitution([config, 'sarm2.rviz'])],
-        parameters=[{'use_sim_time': use_sim_time}],
-        condition=IfCondition(LaunchConfiguration('rviz')))
-    return LaunchDescription(arguments + [rviz, reward, policy])
+    return LaunchDescription(arguments + rviz(use_sim_time) + [reward, policy])

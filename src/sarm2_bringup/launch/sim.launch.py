@@ -16,10 +16,9 @@ config/*.yaml plus ``sarm2_bringup.sim_graph.sim_graph_parameters``.
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
+from sarm2_bringup.ros.launch_parts import config_directory, rviz
 from sarm2_bringup.sim_graph import SIM_GRAPH_NODES, sim_graph_parameters
 
 
@@ -32,14 +31,13 @@ def _graph(context):
         argument('bag_directory'), cameras=[argument('camera')],
         image_size=int(argument('image_size')),
         use_sim_time=argument('use_sim_time').lower() == 'true')
-    config = PathJoinSubstitution([FindPackageShare('sarm2_bringup'), 'config'])
+    config = config_directory()
     return [Node(package=package, executable=name, name=name, output='screen',
                  parameters=[PathJoinSubstitution([config, f'{name}.yaml']), parameters[name]])
             for name, package in SIM_GRAPH_NODES]
 
 
 def generate_launch_description():
-    config = PathJoinSubstitution([FindPackageShare('sarm2_bringup'), 'config'])
     arguments = [
         DeclareLaunchArgument('task', default_value='pick-place-v3',
                               description='task of the catalogue (sarm2_common/tasks.yaml)'),
@@ -55,14 +53,6 @@ def generate_launch_description():
                               description='where the policy node records one bag per episode'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='sim publishes /clock and every node follows it'),
-        DeclareLaunchArgument('rviz', default_value='false',
-                              description='start RViz with config/sarm2.rviz'),
     ]
-    # RViz first: if rviz2 is not installed the launch fails before any node has started
-    # (a failure after them would leave the nodes running without launch, ros2/launch#747).
-    rviz = Node(
-        package='rviz2', executable='rviz2', name='rviz2', output='log',
-        arguments=['-d', PathJoinSubstitution([config, 'sarm2.rviz'])],
-        parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
-        condition=IfCondition(LaunchConfiguration('rviz')))
-    return LaunchDescription(arguments + [rviz, OpaqueFunction(function=_graph)])
+    return LaunchDescription(arguments + rviz(LaunchConfiguration('use_sim_time'))
+                             + [OpaqueFunction(function=_graph)])

@@ -87,7 +87,7 @@ class NodeParameters:
                 return self._class(**values)
             except (ValueError, TypeError) as error:
                 problems.append(str(error))
-        raise ParameterError(f'{self._node.get_name()}: ' + '; '.join(problems))
+        raise ParameterError('; '.join(problems))
 
     def _descriptor(self, f) -> ParameterDescriptor:
         spec = f.metadata['parameter']

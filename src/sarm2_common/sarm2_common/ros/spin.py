@@ -11,6 +11,7 @@
   failed configure leaves it unconfigured (and saying why) rather than exiting.
 """
 
+from pathlib import Path
 import signal
 import sys
 
@@ -34,6 +35,39 @@ def startup_error_text(error: BaseException) -> str:
     return text.split(', at /')[0] or type(error).__name__
 
 
+def params_file_problem(args) -> str:
+    """Say what is wrong with a ``--params-file`` of the command line ('' when all are fine).
+
+    Checked before rcl reads them, so a missing or malformed file is one clear line (rcl would
+    log its own error line first).
+    """
+    import yaml
+
+    args = list(sys.argv if args is None else args)
+    for flag, path in zip(args, args[1:]):
+        if flag != '--params-file':
+            continue
+        try:
+            document = yaml.safe_load(Path(path).read_text())
+        except OSError as error:
+            return f'params file {path}: {error.strerror}'
+        except yaml.YAMLError as error:
+            return f'params file {path}: not valid YAML ({" ".join(str(error).split())})'
+        if not _node_sections(document):
+            return (f'params file {path}: expected "<node name>: {{ros__parameters: {{...}}}}" '
+                    'sections')
+    return ''
+
+
+def _node_sections(document) -> bool:
+    """Tell whether ``document`` (a params file, or a namespace in one) holds node sections."""
+    if not isinstance(document, dict) or not document:
+        return False
+    if 'ros__parameters' in document:
+        return isinstance(document['ros__parameters'], dict)
+    return all(_node_sections(value) for value in document.values())
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -51,6 +85,10 @@ def spin_node(node_class, num_threads: int = 1, args=None, name: str = '', **nod
     created.
     """
     name = name or getattr(node_class, 'NODE_NAME', node_class.__name__)
+    problem = params_file_problem(args)
+    if problem:
+        print(f'{name}: error: {problem}', file=sys.stderr)
+        raise SystemExit(2)
     node = None
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)

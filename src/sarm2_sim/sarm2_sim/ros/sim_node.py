@@ -263,8 +263,10 @@ class SimNode(Node):
                                        **{name: getattr(config, name) for name in names}})
 
     def destroy_node(self) -> None:
-        """Free the simulator along with the node."""
-        self.arm.close()
+        """Free the simulator along with the node (also when __init__ stopped half-way)."""
+        arm = getattr(self, 'arm', None)
+        if arm is not None:
+            arm.close()
         super().destroy_node()
 
 
