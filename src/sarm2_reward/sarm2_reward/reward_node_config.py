@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 import re
 
 from .backend import BACKENDS
+from .labeling import DEFAULT_SMOOTHING
 
 SENSOR_RELIABILITIES = ('best_effort', 'reliable')
 _DEVICE = re.compile(r'^(cpu|cuda(:\d+)?)$')
@@ -76,7 +77,7 @@ class RewardNodeConfig:
     joint_names: tuple[str, ...] = ()
     stage_gap: int = 0
     value_gap: int = 0
-    smoothing: float = 0.5
+    smoothing: float = DEFAULT_SMOOTHING
     output_rate: float = 0.0
     pairing_slop: float = 0.02
     max_pairing_delay: float = 0.2

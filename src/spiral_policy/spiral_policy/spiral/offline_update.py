@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from sarm2_common.bag_dataset import read_episodes
 from sarm2_common.episode import Episode
+from sarm2_reward.labeling import DEFAULT_SMOOTHING
 from spiral_policy.compact_vla import CompactVlaPolicy
 from spiral_policy.spiral.config import SpiralConfig
 from spiral_policy.spiral.learner import METHODS, SpiralLearner
@@ -197,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--reward', choices=('sarm2', 'time_linear', 'sparse'), default='sarm2',
                         help='reward: SARM2 dense (needs --reward-checkpoint), the time-linear '
                              'baseline, or sparse success only')
-    parser.add_argument('--smoothing', type=float, default=0.0,
-                        help='EMA smoothing of SARM2 values before differencing (0..1)')
+    parser.add_argument('--smoothing', type=float, default=DEFAULT_SMOOTHING,
+                        help='EMA smoothing of SARM2 values before differencing (0..1); the '
+                             "default is the live reward node's, so rewards match it")
     parser.add_argument('--method', choices=METHODS, default='spiral',
                         help='spiral: residual actor-critic; rabc: reward-aligned BC')
     parser.add_argument('--init', type=Path,
