@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_checkpoint, save_checkpoint, state_fingerprint
+from .metrics import debounced_peak
 from sarm2_common.episode import Episode, UNLABELLED
 from sarm2_common.rollout_labels import check_label, label_path, LabelError
 from .train import TrainConfig, train_model
@@ -120,26 +121,6 @@ def mix_weights(demonstrations: list[Episode], rollouts: list[Episode],
     return np.concatenate([np.full(len(demonstrations), (1.0 - share) / demo_frames),
                            np.full(len(rollouts), share / rollout_frames)]) * \
         (demo_frames + rollout_frames)
-
-
-def first_detection(probabilities: np.ndarray, threshold: float,
-                    consecutive: int = DEFAULT_CONSECUTIVE) -> int | None:
-    """Frame at which ``consecutive`` frames in a row reached ``threshold`` (None: never)."""
-    run = 0
-    for index, probability in enumerate(np.asarray(probabilities, dtype=np.float64)):
-        run = run + 1 if probability >= threshold else 0
-        if run >= consecutive:
-            return index
-    return None
-
-
-def debounced_peak(probabilities: np.ndarray, consecutive: int = DEFAULT_CONSECUTIVE) -> float:
-    """Return the highest threshold a run of ``consecutive`` frames reaches (episode score)."""
-    values = np.asarray(probabilities, dtype=np.float64)
-    if len(values) < consecutive:
-        return float(values.min()) if len(values) else 0.0
-    windows = np.lib.stride_tricks.sliding_window_view(values, consecutive)
-    return float(windows.min(axis=1).max())
 
 
 def calibrate_success(success_probabilities: list[np.ndarray], outcomes: list[bool],

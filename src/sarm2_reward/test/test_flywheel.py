@@ -8,10 +8,11 @@ from sarm2_common import bag_io
 from sarm2_common.rollout_labels import (bag_digest, progress_targets, RolloutLabel,
                                          save_label, Segment)
 from sarm2_reward.checkpoint import load_checkpoint, read_config, save_checkpoint
-from sarm2_reward.flywheel import (calibrate_success, debounced_peak, finetune_on_rollouts,
-                                   finetune_train_config, first_detection,
+from sarm2_reward.flywheel import (calibrate_success, finetune_on_rollouts,
+                                   finetune_train_config,
                                    load_labelled_rollouts, mix_weights, RolloutMix)
 from sarm2_reward.inference import predict_episode
+from sarm2_reward.metrics import debounced_peak, first_detection
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.train import main as train_main, train_model, TrainConfig
 from synthetic_episodes import make_episode, make_episodes, one_torch_thread  # noqa: F401

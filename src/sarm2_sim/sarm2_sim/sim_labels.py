@@ -18,12 +18,15 @@ How the truth becomes a label (frame times are seconds since the first camera fr
   capped at ``FAILURE_PROGRESS_CAP`` (0.9, the cap the trainer also puts on failed
   demonstrations), so a failure never gets the label of a finished task;
 - ``segments`` (``--segments reward``, the default): the same shaped reward, divided by 10 and
-  averaged over ``SMOOTHING_SECONDS`` (centred), is read in blocks of ``BLOCK_SECONDS``. A
-  block where it rose by at least ``FLAT_PER_BLOCK`` is ordinary progress (left unmarked, i.e.
-  progress_slow), one where it fell by more is a ``mistake``, the rest ``adjust`` (no
-  progress, e.g. hovering next to the button). Neighbouring blocks of one kind form one
-  segment. If mistakes would outweigh progress (no positive base slope exists), they are
-  marked ``adjust`` instead.
+  averaged over ``SMOOTHING_STEPS`` simulator steps (centred), is read in blocks of
+  ``BLOCK_STEPS`` steps (1 s at the sim node's 20 Hz; steps, not seconds, because in-process
+  rollouts are stamped in simulated time, node rollouts in wall time). A block where it rose by
+  at least ``FLAT_PER_BLOCK`` is ordinary progress (left unmarked, i.e. progress_slow), one
+  where it fell by more is a ``mistake``, the rest ``adjust`` (no progress, e.g. hovering next
+  to the button). Neighbouring blocks of one kind form one segment, its ends converted to
+  seconds through the ground truth's stamps. A shorter last block is judged by its rate; in a
+  successful rollout the last block is always progress (it ends at the goal). If mistakes would
+  outweigh progress (no positive base slope exists), they are marked ``adjust`` instead.
   ``--segments none`` writes no segments (a straight line to the final progress);
 - ``catastrophic_time``: never set (Meta-World has no notion of an unrecoverable state);
 - ``labeller``: kind ``simulator``, name ``label_rollouts_from_sim``; ``bag_digest`` ties the
@@ -55,8 +58,8 @@ from sarm2_common.rollout_labels import (bag_digest, LabelError, now_iso, Rollou
 LABELLER_NAME = 'label_rollouts_from_sim'
 FAILURE_PROGRESS_CAP = 0.9
 SHAPED_REWARD_SCALE = 10.0          # Meta-World's shaped rewards lie in 0..10
-SMOOTHING_SECONDS = 0.5
-BLOCK_SECONDS = 1.0
+SMOOTHING_STEPS = 10
+BLOCK_STEPS = 20
 FLAT_PER_BLOCK = 0.05               # normalized shaped-reward change per block that counts
 SEGMENT_MODES = ('reward', 'none')
 
@@ -70,6 +73,7 @@ class RolloutTruth:
     task: str
     frame_times: np.ndarray
     truth_times: np.ndarray
+    truth_steps: np.ndarray
     truth_success: np.ndarray
     shaped_reward: np.ndarray
 
@@ -116,22 +120,29 @@ def read_rollout_truth(bag: str | Path) -> RolloutTruth:
         frame_times=(stamps - stamps[0]) / 1e9,
         truth_times=np.array([(bag_io.stamp_to_ns(m.header.stamp) - stamps[0]) / 1e9
                               for m in truths]),
+        truth_steps=np.array([int(m.step) for m in truths]),
         truth_success=np.array([bool(m.success) for m in truths], dtype=bool),
         shaped_reward=np.array([float(m.sim_reward) for m in truths]))
 
 
-def derive_segments(times: np.ndarray, progress: np.ndarray, duration: float) -> tuple:
-    """Segments from a progress measure sampled at ``times`` (see the module docstring)."""
-    window = max(1, int(round(SMOOTHING_SECONDS / max(np.median(np.diff(times)), 1e-9))))
+def derive_segments(steps: np.ndarray, times: np.ndarray, progress: np.ndarray,
+                    duration: float, success: bool = False) -> tuple:
+    """Segments from a progress measure at simulator ``steps`` stamped ``times`` (see above)."""
+    window = SMOOTHING_STEPS
     # Centred: labelling is offline and sees the whole episode, as a person does.
     smooth = np.convolve(np.pad(progress, (window // 2, window - 1 - window // 2), mode='edge'),
                          np.ones(window) / window, mode='valid')
-    edges = np.append(np.arange(0.0, duration, BLOCK_SECONDS), duration)
-    level = np.interp(edges, times, smooth)
+    step_edges = np.append(np.arange(steps[0], steps[-1], BLOCK_STEPS), steps[-1])
+    level = np.interp(step_edges, steps, smooth)
+    edges = np.interp(step_edges, steps, times)
+    edges[-1] = duration
     kinds = []
-    for change in np.diff(level):
-        kinds.append(UNMARKED_KIND if change >= FLAT_PER_BLOCK
-                     else 'mistake' if change < -FLAT_PER_BLOCK else 'adjust')
+    for change, length in zip(np.diff(level), np.diff(step_edges)):
+        rate = change * BLOCK_STEPS / max(length, 1)
+        kinds.append(UNMARKED_KIND if rate >= FLAT_PER_BLOCK
+                     else 'mistake' if rate < -FLAT_PER_BLOCK else 'adjust')
+    if success and kinds:
+        kinds[-1] = UNMARKED_KIND
     if sum(SLOPE_MULTIPLIERS[k] * (b - a) for k, a, b in zip(kinds, edges, edges[1:])) <= 0:
         kinds = ['adjust' if k == 'mistake' else k for k in kinds]
     segments, start = [], 0
@@ -163,7 +174,8 @@ def label_from_truth(truth: RolloutTruth, segments: str = 'reward',
     final = 1.0 if success else min(float(progress[-1]), FAILURE_PROGRESS_CAP)
     marked = ()
     if segments == 'reward' and len(truth.truth_times) > 1:
-        marked = derive_segments(truth.truth_times, progress, truth.duration)
+        marked = derive_segments(truth.truth_steps, truth.truth_times, progress,
+                                 truth.duration, success)
     elif segments not in SEGMENT_MODES:
         raise ValueError(f'segments must be one of {SEGMENT_MODES}, got {segments!r}')
     return RolloutLabel(episode_id=truth.episode_id, success=success, final_progress=final,

@@ -40,7 +40,9 @@ HOVER = np.concatenate([[0.0], np.linspace(0.5, 6.0, 40), np.full(20, 6.0),
 
 def test_failed_rollout_progress_and_segments_come_from_the_shaped_reward(tmp_path, capsys):
     failed = write_rollout(tmp_path / 'failed', HOVER)
-    solved = write_rollout(tmp_path / 'solved', np.linspace(0.0, 10.0, 31), success_at=30)
+    # A success whose shaped reward stalls in its last block: that block still leads to the goal.
+    solved = write_rollout(tmp_path / 'solved', np.r_[np.linspace(0.0, 9.0, 21), np.full(10, 9.0)],
+                           success_at=30)
     assert main([str(tmp_path)]) == 0
     assert '2 rollouts labelled (1 successes)' in capsys.readouterr().out
     label = load_label(failed)
