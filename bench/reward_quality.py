@@ -23,7 +23,8 @@ Rollout section (what SPIRAL consumes): the compact VLA is trained by behaviour 
 demonstrations of ``--rollout-tasks`` (``bench/policy.py``'s recipe, cached), its rollouts are
 run in-process through the policy node's control core and recorded as policy-node bags
 (``spiral_policy.rollout_bags``, cached), and labelled from the simulator's truth
-(``label_rollouts_from_sim``). Per task the rollouts are split (fixed seed, per outcome) into a
+(``label_rollouts_from_sim``, on the progress scale of the training demonstrations). Per task
+the rollouts are split (fixed seed, per outcome) into a
 fine-tuning part (at most ``--finetune-rollouts`` in all) and a held-out part. ``sarm2_finetuned``
 is each seed's SARM2 fine-tuned on the training demos plus the labelled fine-tuning rollouts
 (``sarm2_reward.flywheel``); its success threshold is calibrated on those rollouts. On the
@@ -181,8 +182,11 @@ def model_config(episodes, **overrides) -> Sarm2Config:
                        state_dim=first.joint_positions.shape[1], **overrides)
 
 
-def prepare_rollouts(args) -> dict[str, list[Path]]:
-    """Train (or reuse) the compact VLA, record (or reuse) its rollouts, label them all."""
+def prepare_rollouts(args, demos) -> dict[str, list[Path]]:
+    """Train (or reuse) the compact VLA, record (or reuse) its rollouts, label them all.
+
+    The labels' progress scale is calibrated on ``demos`` (the training demonstrations).
+    """
     from argparse import Namespace
 
     sys.path.insert(0, str(ROOT / 'bench'))
@@ -205,7 +209,8 @@ def prepare_rollouts(args) -> dict[str, list[Path]]:
         bags[task] = [Path(r.bag) for r in results]
         print(f'rollouts {task}: {sum(r.success for r in results)}/{len(results)} successes '
               f'({policy.policy_id})', file=sys.stderr)
-    status = label_rollouts_from_sim(['--segments', args.label_segments]
+    scale = [str(e.metadata['bag_path']) for e in demos if e.task in args.rollout_tasks]
+    status = label_rollouts_from_sim(['--segments', args.label_segments, '--demos', *scale, '--']
                                      + [str(args.rollout_dir / t) for t in args.rollout_tasks])
     if status != 0:
         raise RuntimeError(f'labelling the rollouts failed (exit {status})')
@@ -368,7 +373,7 @@ def main(argv=None) -> int:
     print(f'split: {len(train)} training episodes, {len(test)} held-out episodes of '
           f'{len({e.task for e in train})} tasks, {len(heldout_task_episodes)} episodes of '
           f'held-out tasks', file=sys.stderr)
-    rollout_bags = prepare_rollouts(args)
+    rollout_bags = prepare_rollouts(args, train)
     rollouts = load_labelled_rollouts([b for bags in rollout_bags.values() for b in bags])
     finetune_part, heldout_rollouts = split_rollouts(rollouts, args.finetune_rollouts)
     print(f'rollouts: {len(finetune_part.episodes)} labelled for fine-tuning, '

@@ -14,9 +14,17 @@ How the truth becomes a label (frame times are seconds since the first camera fr
   (never the policy node's own verdict, which may come from the reward model);
 - ``final_progress``: 1 for a success; for a failure, Meta-World's shaped reward of the last
   ground-truth message (the task's own measure of its state: 0..10 with ~10 at the goal, e.g.
-  reach + press depth for button-press, reach + drawer travel for drawer-open) divided by 10 and
-  capped at ``FAILURE_PROGRESS_CAP`` (0.9, the cap the trainer also puts on failed
-  demonstrations), so a failure never gets the label of a finished task;
+  reach + press depth for button-press, reach + drawer travel for drawer-open), put on the
+  demonstrations' progress scale and capped at ``FAILURE_PROGRESS_CAP`` (0.9, the cap the
+  trainer also puts on failed demonstrations), so a failure never gets the label of a finished
+  task. The scale: with ``--demos``, the task's successful demonstrations (their own recorded
+  ground truth) give a monotone map from shaped reward to progress ``t / (T - 1)``, the target
+  the reward model learns on demonstrations (bin means over the demonstrations' frames sorted by
+  shaped reward, made non-decreasing); a failure is labelled with the progress at which a
+  demonstration reaches the shaped reward the failure ended with. Without demonstrations of the
+  task, the shaped reward divided by 10. Why: the shaped reward and demonstration time disagree
+  (window-close's reward stays near 1/10 for the first ~65% of a demonstration), and labels on
+  another scale than the demonstrations' teach the model two answers for the same states;
 - ``segments`` (``--segments reward``, the default): the same shaped reward, divided by 10 and
   averaged over ``SMOOTHING_STEPS`` simulator steps (centred), is read in blocks of
   ``BLOCK_STEPS`` steps (1 s at the sim node's 20 Hz; steps, not seconds, because in-process
@@ -29,8 +37,8 @@ How the truth becomes a label (frame times are seconds since the first camera fr
   outweigh progress (no positive base slope exists), they are marked ``adjust`` instead.
   ``--segments none`` writes no segments (a straight line to the final progress);
 - ``catastrophic_time``: never set (Meta-World has no notion of an unrecoverable state);
-- ``labeller``: kind ``simulator``, name ``label_rollouts_from_sim``; ``bag_digest`` ties the
-  label to the recording.
+- ``labeller``: kind ``simulator``, name ``label_rollouts_from_sim`` (``... demo scale`` when
+  calibrated on demonstrations); ``bag_digest`` ties the label to the recording.
 
 ``--labels FILE`` instead imports labels made elsewhere (e.g. by a person in a web tool): one
 JSON object per line, a label (``rollout_labels`` format) plus ``"bag": <bag directory>``.
@@ -56,6 +64,8 @@ from sarm2_common.rollout_labels import (bag_digest, LabelError, now_iso, Rollou
                                          UNMARKED_KIND)
 
 LABELLER_NAME = 'label_rollouts_from_sim'
+CALIBRATED_NAME = f'{LABELLER_NAME} (demo scale)'
+MIN_BIN_FRAMES = 40                 # frames per bin of the demonstration scale
 FAILURE_PROGRESS_CAP = 0.9
 SHAPED_REWARD_SCALE = 10.0          # Meta-World's shaped rewards lie in 0..10
 SMOOTHING_STEPS = 10
@@ -154,8 +164,54 @@ def derive_segments(steps: np.ndarray, times: np.ndarray, progress: np.ndarray,
     return tuple(segments)
 
 
-def label_from_truth(truth: RolloutTruth, segments: str = 'reward',
-                     labelled_at: str = '') -> RolloutLabel:
+class ProgressScale:
+    """Monotone map from normalized shaped reward to demonstration progress, for one task."""
+
+    def __init__(self, rewards: np.ndarray, progress: np.ndarray):
+        order = np.argsort(rewards, kind='stable')
+        rewards, progress = rewards[order], progress[order]
+        # Frames of one reward value share one bin (a plateau is one point of the map).
+        _, first = np.unique(rewards, return_index=True)
+        edges = [0]
+        for start in first[1:]:
+            if start - edges[-1] >= MIN_BIN_FRAMES:
+                edges.append(int(start))
+        bins = np.split(np.arange(len(rewards)), edges[1:])
+        self.rewards = np.array([rewards[b].mean() for b in bins])
+        self.progress = np.maximum.accumulate([progress[b].mean() for b in bins])
+
+    def __call__(self, reward: float) -> float:
+        """Return the demonstrations' progress at this normalized shaped reward."""
+        return float(np.interp(reward, self.rewards, self.progress))
+
+
+def _normalized_reward(truth: RolloutTruth) -> np.ndarray:
+    progress = np.clip(truth.shaped_reward / SHAPED_REWARD_SCALE, 0.0, 1.0)
+    if len(progress) > 1:
+        progress[0] = progress[1]       # the first message precedes any step: it has no reward
+    return progress
+
+
+def demonstration_scales(demo_bags) -> dict[str, ProgressScale]:
+    """Per task, the progress scale of its successful demonstrations (``LabelError``)."""
+    pairs: dict[str, tuple[list, list]] = {}
+    for bag in demo_bags:
+        try:
+            truth = read_rollout_truth(bag)
+        except LabelError as error:
+            reason = str(error).removeprefix(f'{error.field}: ')
+            raise LabelError(error.field, f'{bag}: {reason}') from None
+        if not truth.truth_success.any() or len(truth.truth_times) < 2:
+            continue
+        rewards, progress = pairs.setdefault(truth.task, ([], []))
+        rewards.append(_normalized_reward(truth))
+        progress.append(np.arange(len(truth.truth_times)) / (len(truth.truth_times) - 1))
+    return {task: ProgressScale(np.concatenate(r), np.concatenate(p))
+            for task, (r, p) in pairs.items()}
+
+
+def label_from_truth(truth: RolloutTruth, segments: str = 'reward', labelled_at: str = '',
+                     scale: ProgressScale | None = None) -> RolloutLabel:
     """Turn one rollout's ground truth into its label (``LabelError`` naming the field)."""
     if len(truth.truth_times) == 0:
         raise LabelError(bag_io.GROUND_TRUTH_TOPIC,
@@ -167,11 +223,10 @@ def label_from_truth(truth: RolloutTruth, segments: str = 'reward',
         raise LabelError(f'{bag_io.GROUND_TRUTH_TOPIC}.sim_reward', 'not finite')
     if len(truth.frame_times) < 2 or truth.duration <= 0:
         raise LabelError('images', 'needs at least two frames to have a duration')
-    progress = np.clip(truth.shaped_reward / SHAPED_REWARD_SCALE, 0.0, 1.0)
-    if len(progress) > 1:
-        progress[0] = progress[1]       # the first message precedes any step: it has no reward
+    progress = _normalized_reward(truth)
     success = bool(truth.truth_success.any())
-    final = 1.0 if success else min(float(progress[-1]), FAILURE_PROGRESS_CAP)
+    reached = scale(progress[-1]) if scale is not None else float(progress[-1])
+    final = 1.0 if success else min(reached, FAILURE_PROGRESS_CAP)
     marked = ()
     if segments == 'reward' and len(truth.truth_times) > 1:
         marked = derive_segments(truth.truth_steps, truth.truth_times, progress,
@@ -180,7 +235,8 @@ def label_from_truth(truth: RolloutTruth, segments: str = 'reward',
         raise ValueError(f'segments must be one of {SEGMENT_MODES}, got {segments!r}')
     return RolloutLabel(episode_id=truth.episode_id, success=success, final_progress=final,
                         duration=truth.duration, segments=marked, task=truth.task,
-                        labeller_kind='simulator', labeller=LABELLER_NAME,
+                        labeller_kind='simulator',
+                        labeller=LABELLER_NAME if scale is None else CALIBRATED_NAME,
                         labelled_at=labelled_at or now_iso(), bag_digest=bag_digest(truth.bag))
 
 
@@ -245,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='rollout bag directories, or directories holding bags')
     parser.add_argument('--labels', type=Path,
                         help='JSON-lines file of labels to import (each with "bag")')
+    parser.add_argument('--demos', nargs='+', type=Path, default=[],
+                        help='demonstration bags of the same tasks (with ground truth): put '
+                             'failures on their progress scale (recommended)')
     parser.add_argument('--segments', choices=SEGMENT_MODES, default='reward',
                         help='derive segments from the shaped reward, or write none')
     parser.add_argument('--skip-labelled', action='store_true',
@@ -255,7 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     from sarm2_common.bag_dataset import find_bags
     from sarm2_common.rollout_labels import label_path
 
-    pairs, problems = [], []
+    pairs, problems, scales = [], [], {}
+    try:
+        scales = demonstration_scales([bag for root in args.demos for bag in find_bags(root)])
+    except LabelError as error:
+        problems.append(str(error))
+    if args.demos and not scales:
+        problems.append(f'{args.demos[0]}: /sim/ground_truth: no successful demonstration')
     for root in args.bags:
         found = find_bags(root)
         if not found:
@@ -264,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.skip_labelled and label_path(bag).is_file():
                 continue
             try:
-                pairs.append((bag, label_from_truth(read_rollout_truth(bag), args.segments)))
+                truth = read_rollout_truth(bag)
+                pairs.append((bag, label_from_truth(truth, args.segments,
+                                                    scale=scales.get(truth.task))))
             except LabelError as error:
                 problems.append(f'{bag}: {error}')
     if args.labels is not None:
@@ -280,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     for bag, label in pairs:
         save_label(bag, label)
     successes = sum(label.success for _, label in pairs)
-    print(f'{len(pairs)} rollouts labelled ({successes} successes)')
+    scaled = f'; demonstration scale for {", ".join(sorted(scales))}' if scales else ''
+    print(f'{len(pairs)} rollouts labelled ({successes} successes{scaled})')
     return 0
 
 

@@ -67,6 +67,22 @@ def test_a_failure_near_the_goal_is_capped_below_success(tmp_path):
     assert load_label(bag).segments == ()
 
 
+def test_failures_are_put_on_the_demonstrations_progress_scale(tmp_path, capsys):
+    # Demonstrations whose shaped reward sits at 1/10 for 3/4 of the time, then rises to 10/10:
+    # reward 1/10 is reached anywhere in the first 3/4 of a demonstration (mean progress ~0.37).
+    for i in range(3):
+        write_rollout(tmp_path / 'demos' / f'demo{i}',
+                      np.r_[np.full(60, 1.0), np.linspace(1.0, 10.0, 21)], success_at=80)
+    failed = write_rollout(tmp_path / 'rollouts' / 'failed', np.r_[0.0, np.full(40, 1.0)])
+    assert main([str(tmp_path / 'rollouts'), '--demos', str(tmp_path / 'demos')]) == 0
+    assert f'demonstration scale for {TASK}' in capsys.readouterr().out
+    label = load_label(failed)
+    assert 0.3 < label.final_progress < 0.45, label.final_progress
+    assert label.labeller == 'label_rollouts_from_sim (demo scale)'
+    assert main([str(failed)]) == 0             # without demonstrations: reward / 10
+    assert load_label(failed).final_progress == pytest.approx(0.1)
+
+
 def test_real_demonstrations_are_labelled_by_their_outcome(tmp_path):
     from sarm2_common.bag_dataset import read_episodes
     from sarm2_sim.demonstrations import record_demonstrations
