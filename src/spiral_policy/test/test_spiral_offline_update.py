@@ -13,6 +13,7 @@ from sarm2_common.bag_io import (ACTION_TOPIC, action_message, BagWriter, image_
                                  METADATA_END, METADATA_START, metadata_message, METADATA_TOPIC)
 from sarm2_reward.checkpoint import save_checkpoint
 from sarm2_common.episode import Episode, UNLABELLED
+from sarm2_reward.labeling import DEFAULT_SMOOTHING, smooth_values
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.text_embedding import make_text_embedder
 from spiral_policy.spiral.config import SpiralConfig
@@ -140,7 +141,9 @@ def test_sarm2_relabeling_records_the_reward_model_id(tmp_path):
     values = labeler.values(episode)
     rewards = labeler.frame_rewards(episode)
     assert rewards.shape == (6,) and rewards[0] == 0.0
-    np.testing.assert_allclose(np.cumsum(rewards), values - values[0], atol=1e-9)
+    # Rewards telescope to the smoothed values, smoothed as the live reward node smooths them.
+    smoothed = smooth_values(values, DEFAULT_SMOOTHING)
+    np.testing.assert_allclose(np.cumsum(rewards), smoothed - smoothed[0], atol=1e-9)
     data = prepare_round([episode], labeler, tiny_config())
     assert data.rollouts[0].reward_model_id == labeler.labeler_id
     assert labeler.labeler_id.startswith('sarm2')
