@@ -15,27 +15,11 @@ from spiral_policy.rollout_bags import (MANIFEST_FILE, read_manifest, record_sim
                                         record_sim_rollouts, REWARD_TOPIC)
 from spiral_policy.sim_evaluation import run_sim_episode, sim_control_core
 from spiral_policy.spiral.relabel import Sarm2Labeler
+from test_sim_evaluation import ExpertPolicy
 
 TINY = {'image_size': 16, 'cnn_channels': (4, 8), 'frame_embed_dim': 16, 'd_model': 16,
         'n_heads': 2, 'stage_layers': 1, 'value_layers': 1, 'num_experts': 4, 'top_k': 2,
         'expert_hidden': 8}
-
-
-class ExpertPolicy:
-    """A VlaPolicy that asks the simulator's scripted expert, in 4-step chunks."""
-
-    policy_id = 'expert'
-    action_dim = 4
-    chunk_size = 4
-
-    def __init__(self, arm):
-        self.arm = arm
-
-    def reset(self):
-        """Keep no state."""
-
-    def select_action(self, obs):
-        return np.repeat(self.arm.expert_action()[0][None], self.chunk_size, axis=0)
 
 
 @pytest.fixture(scope='module')
