@@ -215,3 +215,23 @@ def tiny_sim_checkpoints(root: pathlib.Path,
         image_size=vla_image_size, chunk_size=4, d_model=16, num_heads=2, num_layers=1,
         conv_channels=(8, 8), text_buckets=16)).eval(), pathlib.Path(root) / 'vla')
     return pathlib.Path(reward), pathlib.Path(policy)
+
+
+class SimExpertPolicy:
+    """A VlaPolicy that asks the simulated arm's scripted expert (one-step chunks).
+
+    For tests that need a policy which succeeds, driven through the product's control core.
+    """
+
+    policy_id = 'expert'
+    action_dim = 4
+    chunk_size = 1
+
+    def __init__(self, arm):
+        self.arm = arm
+
+    def reset(self):
+        """Keep no state."""
+
+    def select_action(self, obs):
+        return self.arm.expert_action()[0][None]

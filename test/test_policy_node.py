@@ -102,7 +102,7 @@ class FakeArm:
         self.node.create_subscription(TwistStamped, '/arm/cartesian_velocity', self._on_twist,
                                       QoSProfile(depth=1000, reliability=RELIABLE.reliability))
         self._clients = (ActionClient, RunEpisode, Trigger)
-        self.action = self.reset_estop = None
+        self.action = self.reset_estop = self._client_spin = None
         self.goal_type = RunEpisode.Goal
         self.camera_on = True
         self.stamp_offset = 0.0          # s subtracted from the camera's header stamps
@@ -116,10 +116,17 @@ class FakeArm:
         self._background = BackgroundNode(self.node, self._publish_loop)
 
     def connect(self, node_name: str) -> None:
-        """Talk to the policy node called ``node_name``."""
+        """Talk to the policy node called ``node_name`` (from a client node of its own).
+
+        rclpy's ActionClient joins its node's wait set before its lock exists, so creating one
+        on a node another thread spins can kill that thread: the clients get a fresh node,
+        spun only once they exist.
+        """
         action_client, run_episode, trigger = self._clients
-        self.action = action_client(self.node, run_episode, f'/{node_name}/run_episode')
-        self.reset_estop = self.node.create_client(trigger, f'/{node_name}/reset_estop')
+        node = self.rclpy.create_node(f'fake_arm_client_{uuid.uuid4().hex[:6]}')
+        self.action = action_client(node, run_episode, f'/{node_name}/run_episode')
+        self.reset_estop = node.create_client(trigger, f'/{node_name}/reset_estop')
+        self._client_spin = BackgroundNode(node, lambda stop: stop.wait())
 
     def _on_twist(self, msg):
         # Commands are timed by their header stamp (the node's clock, wall time here), not by
@@ -176,6 +183,8 @@ class FakeArm:
         raise AssertionError(f'no motion commands within {timeout} s')
 
     def close(self):
+        if self._client_spin is not None:
+            self._client_spin.close()
         self._background.close()
 
 

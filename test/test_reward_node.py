@@ -262,12 +262,13 @@ def test_progress_rises_over_a_replayed_successful_demonstration(ros, start_node
 @pytest.mark.slow
 def test_bag_player_replay_reproduces_the_offline_evaluator(ros, start_node, trained_on_demos,
                                                             tmp_path):
-    """Replay through bag_player reproduces the offline evaluator's progress within 1e-4.
+    """Replay through bag_player reproduces the offline evaluator and relabeller.
 
     Same frames, same model: the recorded demo bag is played into the live node.
     """
     from sarm2_reward.checkpoint import load_checkpoint
     from sarm2_reward.evaluation import evaluate
+    from spiral_policy.spiral.relabel import Sarm2Labeler
 
     checkpoint, episode = trained_on_demos
     # Lossless replay: reliable input with room for the whole burst (the demo is 80 Hz), and
@@ -303,6 +304,10 @@ def test_bag_player_replay_reproduces_the_offline_evaluator(ros, start_node, tra
     live = np.array([r.progress for r in ours()])
     assert len(live) == len(episode)
     np.testing.assert_allclose(live, predictions[0]['progress'], atol=1e-4)
+    # Offline relabelling (SPIRAL's) of the same bag gives the rewards the node published: one
+    # smoothing. Rewards are differences of smoothed values, so twice the progress tolerance.
+    offline = Sarm2Labeler.from_checkpoint(checkpoint).frame_rewards(episode)
+    np.testing.assert_allclose([r.reward for r in ours()], offline, atol=2e-4)
     assert node.alive()
 
 

@@ -23,6 +23,7 @@ setup(
         'console_scripts': [
             'sim_node = sarm2_sim.ros.sim_node:main',
             'record_demos = sarm2_sim.demonstrations:main',
+            'label_rollouts_from_sim = sarm2_sim.sim_labels:main',
         ],
     },
 )

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from sarm2_reward.labeling import DEFAULT_SMOOTHING
 from sarm2_reward.reward_node_config import RewardNodeConfig
 from sarm2_sim.sim_node_config import SimNodeConfig
 from spiral_policy.policy_node_config import PolicyNodeConfig
@@ -27,7 +28,9 @@ def test_policy_node_yaml_is_valid_and_known():
 def test_reward_node_yaml_is_valid_and_known():
     params = _parameters('reward_node.yaml')
     assert not set(params) - set(RewardNodeConfig.names())
-    RewardNodeConfig(**params)
+    config = RewardNodeConfig(**params)
+    # Offline relabelling smooths with DEFAULT_SMOOTHING: the shipped node must do the same.
+    assert config.smoothing == DEFAULT_SMOOTHING
 
 
 def test_sim_node_yaml_is_valid_and_known():

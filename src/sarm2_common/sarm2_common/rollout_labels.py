@@ -133,6 +133,20 @@ class RolloutLabel:
             if self.success:
                 raise LabelError('catastrophic_time', 'a successful rollout cannot have a '
                                                       'catastrophic failure')
+        if progress > 0 and self._slope_weighted_time() < 0:
+            # s = final / weighted would be negative: every progress segment would go down.
+            raise LabelError('segments', 'more mistake than progress time: no base slope makes '
+                                         f'the curve rise to final_progress {progress}')
+
+    def _slope_weighted_time(self) -> float:
+        """Time before the end (or the catastrophe), each second weighted by its slope."""
+        horizon = self.duration if self.catastrophic_time is None else self.catastrophic_time
+        weighted = horizon * SLOPE_MULTIPLIERS[UNMARKED_KIND]
+        for segment in self.segments:
+            inside = max(0.0, min(segment.end, horizon) - segment.start)
+            weighted += inside * (SLOPE_MULTIPLIERS[segment.kind]
+                                  - SLOPE_MULTIPLIERS[UNMARKED_KIND])
+        return weighted
 
     def to_json(self) -> dict:
         """Return the sidecar's JSON object."""

@@ -70,6 +70,7 @@ def test_only_flat_segments_still_end_at_the_final_progress():
     ({'episode_id': ''}, 'episode_id'),
     ({'success': 'yes'}, 'success'),
     ({'labeller_kind': 'oracle'}, 'labeller.kind'),
+    ({'segments': (Segment(0, 6, 'mistake'),)}, 'segments'),
 ])
 def test_bad_labels_name_the_field(overrides, field):
     with pytest.raises(LabelError) as error:

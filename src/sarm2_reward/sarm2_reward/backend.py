@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .labeling import OnlineRewardLabeler
+from .labeling import DEFAULT_SMOOTHING, OnlineRewardLabeler
 from sarm2_common.vocabulary import GROUPS, PRIMITIVES
 
 
@@ -115,14 +115,15 @@ class RewardBackend(ABC):
 class Sarm2Backend(RewardBackend):
     """The SARM2 reward model: stage probabilities, progress, value and smoothed dense reward."""
 
-    def __init__(self, predictor, smoothing: float = 0.5):
+    def __init__(self, predictor, smoothing: float = DEFAULT_SMOOTHING):
         self._predictor = predictor
         self._labeler = OnlineRewardLabeler(smoothing)
         self._last_stamp: float | None = None
         self._task = ''
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = 'cpu', smoothing: float = 0.5,
+    def from_checkpoint(cls, path: str | Path, device: str = 'cpu',
+                        smoothing: float = DEFAULT_SMOOTHING,
                         stage_gap: int = 0, value_gap: int = 0) -> 'Sarm2Backend':
         """Load a checkpoint directory; raise ValueError naming the file and the problem.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sarm2_common.episode import Episode, UNLABELLED
-from .labeling import dense_rewards
+from .labeling import DEFAULT_SMOOTHING, dense_rewards
 from sarm2_common.vocabulary import PRIMITIVES
 
 _BAND_COLORS = ('#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1',
@@ -41,7 +41,8 @@ def _color(primitive: int) -> str:
     return _BAND_COLORS[primitive % len(_BAND_COLORS)]
 
 
-def plot_episode(episode: Episode, prediction: dict, path: Path, smoothing: float = 0.5) -> None:
+def plot_episode(episode: Episode, prediction: dict, path: Path,
+                 smoothing: float = DEFAULT_SMOOTHING) -> None:
     """One figure: progress, reward and success probability over frames, primitive bands above."""
     import matplotlib
     matplotlib.use('Agg')
@@ -124,7 +125,7 @@ _METRIC_KEYS = ('episodes', 'successes', 'value_mse_macro', 'value_mse_micro', '
 
 
 def write_report(out: Path, metrics: dict, episodes: list[Episode], predictions: list[dict],
-                 problems: list[str], smoothing: float = 0.5) -> Path:
+                 problems: list[str], smoothing: float = DEFAULT_SMOOTHING) -> Path:
     """Write per-episode plots, success.png and index.html into ``out``; return the index."""
     out = Path(out)
     (out / 'episodes').mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,18 @@ a centred one because the node cannot see the future; the price is a lag of ``a 
 When values are only computed at some frames (e.g. every k-th frame to save compute),
 ``interpolate_values`` fills every frame linearly before labeling. Rewards telescope: their sum
 over an episode is ``s_T - s_0``.
+
+``DEFAULT_SMOOTHING`` is the one smoothing factor of the project: the reward node's
+``smoothing`` parameter, ``Sarm2Backend``, offline relabelling (``Sarm2Labeler``,
+``spiral_update``) and evaluation plots all default to it, so a bag relabelled offline gets the
+rewards the live node published for it.
 """
 
 import math
 
 import numpy as np
+
+DEFAULT_SMOOTHING = 0.5
 
 
 def _check_smoothing(smoothing: float) -> float:
@@ -24,7 +31,7 @@ def _check_smoothing(smoothing: float) -> float:
     return smoothing
 
 
-def smooth_values(values: np.ndarray, smoothing: float) -> np.ndarray:
+def smooth_values(values: np.ndarray, smoothing: float = DEFAULT_SMOOTHING) -> np.ndarray:
     """Causal exponential moving average of ``values`` (float64 [T])."""
     smoothing = _check_smoothing(smoothing)
     values = np.asarray(values, dtype=np.float64)
@@ -40,7 +47,7 @@ def smooth_values(values: np.ndarray, smoothing: float) -> np.ndarray:
     return smoothed
 
 
-def dense_rewards(values: np.ndarray, smoothing: float) -> np.ndarray:
+def dense_rewards(values: np.ndarray, smoothing: float = DEFAULT_SMOOTHING) -> np.ndarray:
     """Per-frame rewards ``s_t - s_{t-1}`` of the smoothed values; the first frame gets 0."""
     smoothed = smooth_values(values, smoothing)
     rewards = np.zeros_like(smoothed)
@@ -67,7 +74,7 @@ def interpolate_values(frame_indices: np.ndarray, values: np.ndarray,
 class OnlineRewardLabeler:
     """The causal twin of ``dense_rewards`` for a live episode: one value in, one reward out."""
 
-    def __init__(self, smoothing: float):
+    def __init__(self, smoothing: float = DEFAULT_SMOOTHING):
         self.smoothing = _check_smoothing(smoothing)
         self._smoothed: float | None = None
 

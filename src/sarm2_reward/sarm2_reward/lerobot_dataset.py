@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from sarm2_common.episode import Episode, UNLABELLED
+from sarm2_common.rollout_labels import RolloutLabel
 from sarm2_common.vocabulary import PRIMITIVES, primitive_id
 
 LOG = logging.getLogger(__name__)
@@ -297,6 +298,12 @@ class LeRobotReader:
             if ACTION_KEY in frames else np.zeros((length, 0), np.float32)
         metadata = {'source': 'lerobot', 'dataset': str(self.root), 'fps': self.fps,
                     **{name: meta[name] for name in EPISODE_FIELDS if name in meta}}
+        if metadata.get('rollout_label'):
+            # Labelled rollouts train like labelled rollout bags (training_data.ROLLOUT_LABEL).
+            metadata['rollout_label'] = RolloutLabel.from_json(
+                json.loads(metadata['rollout_label']))
+        else:
+            metadata.pop('rollout_label', None)
         rewards = {name: np.asarray(frames[name], dtype=np.float64) for name in REWARD_COLUMNS
                    if name in frames}
         if rewards:

@@ -13,11 +13,21 @@ model has them ``primitive_probs`` [T, P], ``group_probs`` [T, G], ``success_pro
   frame when the model has a success head, else its last progress) against the outcome;
 - success-vs-failure pairwise accuracy: over all (successful, failed) episode pairs of the same
   task, how often the successful one scores higher (ties count half).
+
+On policy rollouts (``summarize_rollouts``: what SPIRAL consumes; the outcome is the label's),
+three episode scores are ranked against the outcome by AUROC and pairwise accuracy: the final
+progress, the episode return (sum of the dense rewards the live node would publish,
+``labeling.dense_rewards`` of the values, i.e. smoothed last minus smoothed first value) and the
+success head (``debounced_peak``: the highest level its probability holds for ``consecutive``
+frames, what a debounced detector would act on). VOC is taken over successful rollouts; the
+false-positive rate is the share of failed rollouts whose success head holds ``threshold`` for
+``consecutive`` frames somewhere (the episode would be ended as a success).
 """
 
 import numpy as np
 
 from sarm2_common.episode import Episode, UNLABELLED
+from .labeling import dense_rewards
 from .training_data import success_progress
 from sarm2_common.vocabulary import NUM_PRIMITIVES, PRIMITIVE_TO_GROUP
 
@@ -151,3 +161,56 @@ def primitive_confusion(episodes: list[Episode], predictions: list[dict]) -> np.
                                        np.argmax(prediction['primitive_probs'], 1)[labelled],
                                        NUM_PRIMITIVES)
     return matrix
+
+
+def first_detection(probabilities: np.ndarray, threshold: float,
+                    consecutive: int) -> int | None:
+    """Frame at which ``consecutive`` frames in a row reached ``threshold`` (None: never)."""
+    run = 0
+    for index, probability in enumerate(np.asarray(probabilities, dtype=np.float64)):
+        run = run + 1 if probability >= threshold else 0
+        if run >= consecutive:
+            return index
+    return None
+
+
+def debounced_peak(probabilities: np.ndarray, consecutive: int) -> float:
+    """Return the highest level ``consecutive`` frames in a row all reach (episode score)."""
+    values = np.asarray(probabilities, dtype=np.float64)
+    if len(values) < consecutive:
+        return float(values.min()) if len(values) else 0.0
+    windows = np.lib.stride_tricks.sliding_window_view(values, consecutive)
+    return float(windows.min(axis=1).max())
+
+
+def _ranking(scores: np.ndarray, outcomes: np.ndarray) -> tuple[float | None, float | None]:
+    return (auroc(scores, outcomes),
+            pairwise_accuracy(scores[outcomes], scores[~outcomes]))
+
+
+def summarize_rollouts(episodes: list[Episode], predictions: list[dict],
+                       threshold: float | None = None, consecutive: int = 3) -> dict:
+    """Rollout metrics of one set of episodes (see the module docstring); None if n/a."""
+    outcomes = np.array([e.success for e in episodes], dtype=bool)
+    final = np.array([float(p['progress'][-1]) for p in predictions])
+    returns = np.array([float(dense_rewards(np.asarray(p['progress'], np.float64) - 1.0).sum())
+                        for p in predictions])
+    vocs = [spearman(np.asarray(p['progress']), np.arange(len(e)))
+            for e, p in zip(episodes, predictions) if e.success and len(e) > 1]
+    out = {'rollouts': len(episodes), 'successes': int(outcomes.sum())}
+    out['final_auroc'], out['final_pairwise'] = _ranking(final, outcomes)
+    out['return_auroc'], out['return_pairwise'] = _ranking(returns, outcomes)
+    out['voc'] = _mean(vocs)
+    out['success_auroc'] = out['success_pairwise'] = None
+    out['false_positive_rate'] = out['true_positive_rate'] = None
+    if predictions and all('success_probability' in p for p in predictions):
+        peaks = np.array([debounced_peak(p['success_probability'], consecutive)
+                          for p in predictions])
+        out['success_auroc'], out['success_pairwise'] = _ranking(peaks, outcomes)
+        if threshold is not None:
+            detected = peaks >= threshold
+            out['false_positive_rate'] = float(detected[~outcomes].mean()) \
+                if (~outcomes).any() else None
+            out['true_positive_rate'] = float(detected[outcomes].mean()) \
+                if outcomes.any() else None
+    return out

@@ -10,7 +10,8 @@ S = joint-state size, D = text-embedding size, P = NUM_PRIMITIVES, G = NUM_GROUP
   frame + ``value_past_frames`` past frames at ``value_gap`` + current (``windows.value_window``),
   plus two prefix tokens: the instruction embedding and the text embedding of the (predicted)
   primitive, both [B, D]. Output: progress logit [B] (progress = sigmoid, value = progress - 1),
-  success logit [B] and the MoE routing.
+  success logit [B] and the MoE routing; in training with ``value_loss_positions='all'`` also a
+  progress logit for every window slot [B, Wv] (slot k predicts the progress of its own frame).
 
 Both are causal transformers: a token sees the prefix tokens and every token of its own or an
 earlier time slot, never a later one. Windows only ever hold the current and earlier frames, so
@@ -18,6 +19,20 @@ no information flows from the future either way.
 
 MoE head: the predicted primitive's group picks one of 8 gates; the gate's softmax over the shared
 experts is cut to its top-k (renormalized) and only those experts' outputs are mixed.
+
+Anchor fidelity switches (DESIGN.md; every default keeps the original, smaller model, so older
+checkpoints load unchanged):
+
+- ``head_input='concat'``: the heads read the concatenation of all token states of the time
+  step (instruction, primitive, every camera, state) instead of the mean of the slot's tokens;
+- ``gate_hidden > 0``: each gate is an MLP with that many hidden units (anchor 256), not linear;
+- ``expert_layers`` / ``expert_hidden``: depth and width of each expert MLP (anchor 3 x 256);
+- ``value_loss_positions='all'``: the value loss covers every window slot, not only the
+  current frame; all slots are routed by the window's primitive (we predict one per window);
+- ``aux_loss='anchor'``: 2.5 Var(load) + 0.1 Var(importance) - 0.5 mean per-token gate
+  entropy instead of the Switch-style balance + mean-routing entropy;
+- ``stage_loss_weight`` (anchor 0.25) with ``TrainConfig.stage_pretrain_steps`` (stage
+  estimator trained alone first, group head weight 0).
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -44,10 +59,15 @@ GROUP = 'group'                            # int64 [B], -1 = unlabelled
 PROGRESS = 'progress'                      # float [B], target in 0..1
 PROGRESS_WEIGHT = 'progress_weight'        # float [B], 0 = no value target for this sample
 SUCCESS = 'success'                        # float [B], 1 = task complete at this frame
+SLOT_PROGRESS = 'slot_progress'            # float [B, Wv], target of every value-window slot
+SLOT_WEIGHT = 'slot_progress_weight'       # float [B, Wv], 0 = no value target for that slot
 USE_PREDICTED_PRIMITIVE = 'use_predicted_primitive'  # bool [B]
 
 ENCODERS = ('cnn', 'pretrained')
 VALUE_HEADS = ('moe', 'single')
+HEAD_INPUTS = ('mean', 'concat')
+VALUE_LOSS_POSITIONS = ('current', 'all')
+AUX_LOSSES = ('switch', 'anchor')
 
 
 @dataclass
@@ -78,6 +98,11 @@ class Sarm2Config:
     num_experts: int = 10
     top_k: int = 2
     expert_hidden: int = 64
+    expert_layers: int = 1
+    gate_hidden: int = 0
+    head_input: str = 'mean'
+    value_loss_positions: str = 'current'
+    aux_loss: str = 'switch'
     aux_loss_weight: float = 0.2
     stage_loss_weight: float = 1.0
     success_loss_weight: float = 0.5
@@ -91,11 +116,20 @@ class Sarm2Config:
             raise ValueError(f'encoder must be one of {ENCODERS}, got {self.encoder!r}')
         if self.encoder == 'pretrained' and not self.encoder_path:
             raise ValueError('encoder=pretrained needs encoder_path (a local model directory)')
-        if self.value_head not in VALUE_HEADS:
-            raise ValueError(f'value_head must be one of {VALUE_HEADS}, got {self.value_head!r}')
+        for name, allowed in (('value_head', VALUE_HEADS), ('head_input', HEAD_INPUTS),
+                              ('value_loss_positions', VALUE_LOSS_POSITIONS),
+                              ('aux_loss', AUX_LOSSES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f'{name} must be one of {allowed}, got '
+                                 f'{getattr(self, name)!r}')
+        for name in ('gate_hidden', 'aux_loss_weight', 'stage_loss_weight',
+                     'success_loss_weight'):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         positive = ('image_size', 'state_dim', 'cnn_stem', 'frame_embed_dim', 'text_dim',
                     'd_model', 'n_heads', 'stage_layers', 'value_layers', 'ff_mult',
-                    'stage_gap', 'value_gap', 'num_experts', 'top_k', 'expert_hidden')
+                    'stage_gap', 'value_gap', 'num_experts', 'top_k', 'expert_hidden',
+                    'expert_layers')
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
@@ -123,6 +157,13 @@ class Sarm2Config:
     def value_window_length(self) -> int:
         return self.value_past_frames + 2
 
+    @property
+    def head_features(self) -> int:
+        """Width of the heads' input: one token state, or all states of a time step."""
+        if self.head_input == 'mean':
+            return self.d_model
+        return self.d_model * (len(self.cameras) + 3)
+
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -139,6 +180,11 @@ def config_from_dict(cls, data: dict):
     if unknown:
         raise ValueError(f'unknown config keys {unknown}')
     return cls(**data)
+
+
+def _weighted_mse(prediction: torch.Tensor, target: torch.Tensor,
+                  weight: torch.Tensor) -> torch.Tensor:
+    return (weight * (prediction - target) ** 2).sum() / weight.sum().clamp_min(1.0)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -204,38 +250,73 @@ class StageEstimator(nn.Module):
         return self.primitive_head(current), self.group_head(current)
 
 
+def _uniform(*shape: int, fan_in: int) -> nn.Parameter:
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+
 class MultiGateMoE(nn.Module):
     """One gate per group over a shared pool of experts; each sample uses its group's gate, top-k.
 
-    Every expert is evaluated for every sample (10 tiny MLPs cost less than gathering), but the
-    mixing weights are zero outside the top-k, so neither the output nor the gradients depend on
-    the other experts or gates.
+    A gate is linear (``gate_hidden`` 0) or an MLP; an expert is an MLP with ``layers`` hidden
+    layers of ``hidden`` units. Every expert is evaluated for every sample (a few small MLPs
+    cost less than gathering), but the mixing weights are zero outside the top-k, so neither
+    the output nor the gradients depend on the other experts or gates.
     """
 
-    def __init__(self, d_model: int, num_gates: int, num_experts: int, top_k: int, hidden: int):
+    def __init__(self, d_model: int, num_gates: int, num_experts: int, top_k: int, hidden: int,
+                 layers: int = 1, gate_hidden: int = 0):
         super().__init__()
         self.top_k = top_k
         self.num_experts = num_experts
-        self.gate_weight = nn.Parameter(torch.randn(num_gates, num_experts, d_model) * 0.02)
+        gate_in = d_model
+        if gate_hidden:
+            self.gate_w1 = _uniform(num_gates, d_model, gate_hidden, fan_in=d_model)
+            self.gate_b1 = nn.Parameter(torch.zeros(num_gates, gate_hidden))
+            gate_in = gate_hidden
+        self.gate_weight = nn.Parameter(torch.randn(num_gates, num_experts, gate_in) * 0.02)
         self.gate_bias = nn.Parameter(torch.zeros(num_gates, num_experts))
-        bound = 1.0 / math.sqrt(d_model)
-        self.w1 = nn.Parameter(torch.empty(num_experts, d_model, hidden).uniform_(-bound, bound))
+        self.w1 = _uniform(num_experts, d_model, hidden, fan_in=d_model)
         self.b1 = nn.Parameter(torch.zeros(num_experts, hidden))
-        bound = 1.0 / math.sqrt(hidden)
-        self.w2 = nn.Parameter(torch.empty(num_experts, hidden).uniform_(-bound, bound))
+        self.hidden_w = nn.ParameterList(_uniform(num_experts, hidden, hidden, fan_in=hidden)
+                                         for _ in range(layers - 1))
+        self.hidden_b = nn.ParameterList(nn.Parameter(torch.zeros(num_experts, hidden))
+                                         for _ in range(layers - 1))
+        self.w2 = _uniform(num_experts, hidden, fan_in=hidden)
         self.b2 = nn.Parameter(torch.zeros(num_experts))
 
-    def forward(self, x: torch.Tensor, gate_ids: torch.Tensor):
-        logits = torch.einsum('bd,bed->be', x, self.gate_weight[gate_ids]) + \
+    def gate_logits(self, x: torch.Tensor, gate_ids: torch.Tensor) -> torch.Tensor:
+        """Each sample's gate logits over the experts [B, E]."""
+        if hasattr(self, 'gate_w1'):
+            x = functional.gelu(torch.einsum('bd,bdh->bh', x, self.gate_w1[gate_ids])
+                                + self.gate_b1[gate_ids])
+        return torch.einsum('bd,bed->be', x, self.gate_weight[gate_ids]) + \
             self.gate_bias[gate_ids]
-        probs = logits.softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor, gate_ids: torch.Tensor):
+        probs = self.gate_logits(x, gate_ids).softmax(dim=-1)
         top_probs, top_index = probs.topk(self.top_k, dim=-1)
         weights = torch.zeros_like(probs).scatter(
             1, top_index, top_probs / top_probs.sum(dim=-1, keepdim=True))
         hidden = functional.gelu(torch.einsum('bd,edh->beh', x, self.w1) + self.b1)
+        for weight, bias in zip(self.hidden_w, self.hidden_b):
+            hidden = functional.gelu(torch.einsum('beh,ehk->bek', hidden, weight) + bias)
         expert_out = torch.einsum('beh,eh->be', hidden, self.w2) + self.b2
         out = (weights * expert_out).sum(dim=-1)
         return out, {'gate_probs': probs, 'weights': weights, 'top_index': top_index}
+
+    def anchor_auxiliary_loss(self, routing: dict) -> torch.Tensor:
+        """Return the anchor's 2.5 Var(load) + 0.1 Var(importance) - 0.5 mean gate entropy.
+
+        Load: each expert's share of the renormalized top-k weights; importance: its share of
+        the gate probabilities (both averaged over tokens, so the scale does not depend on the
+        batch size); the entropy is that of each token's gate softmax.
+        """
+        probs = routing['gate_probs']
+        load = routing['weights'].mean(dim=0)
+        importance = probs.mean(dim=0)
+        entropy = -(probs * probs.clamp_min(1e-9).log()).sum(dim=-1).mean()
+        return 2.5 * load.var() + 0.1 * importance.var() - 0.5 * entropy
 
     def auxiliary_loss(self, routing: dict) -> torch.Tensor:
         """Load balance (Switch-style, 0 when balanced) + entropy of the mean routing (0 = even).
@@ -275,24 +356,45 @@ class ValueDecoder(nn.Module):
         self.primitive_proj = nn.Linear(config.text_dim, config.d_model)
         self.transformer = CausalTransformer(config.d_model, config.n_heads, config.value_layers,
                                              config.ff_mult, config.dropout)
+        features = config.head_features
         if config.value_head == 'moe':
-            self.head = MultiGateMoE(config.d_model, NUM_GROUPS, config.num_experts,
-                                     config.top_k, config.expert_hidden)
+            self.head = MultiGateMoE(features, NUM_GROUPS, config.num_experts, config.top_k,
+                                     config.expert_hidden, config.expert_layers,
+                                     config.gate_hidden)
         else:
-            self.head = SingleValueHead(config.d_model, config.expert_hidden * config.top_k)
-        self.success_head = nn.Linear(config.d_model, 1)
+            self.head = SingleValueHead(features, config.expert_hidden * config.top_k)
+        self.success_head = nn.Linear(features, 1)
         self.tokens_per_slot = len(config.cameras) + 1
+        self.head_input = config.head_input
 
-    def forward(self, frame_emb, state, instruction_emb, primitive_emb, gate_ids):
+    def slot_features(self, hidden: torch.Tensor, slots: int) -> torch.Tensor:
+        """Head input of the last ``slots`` time slots [B, slots, F] from token states."""
+        batch, _, width = hidden.shape
+        per_slot = hidden[:, 2:].reshape(batch, -1, self.tokens_per_slot, width)[:, -slots:]
+        if self.head_input == 'mean':
+            return per_slot.mean(dim=2)
+        prefix = hidden[:, None, :2].expand(-1, per_slot.shape[1], -1, -1)
+        return torch.cat([prefix, per_slot], dim=2).reshape(batch, per_slot.shape[1], -1)
+
+    def forward(self, frame_emb, state, instruction_emb, primitive_emb, gate_ids,
+                all_slots: bool = False):
+        """Progress logit [B], success logit [B], routing; ``all_slots``: also [B, Wv] logits."""
         tokens, slots = self.tokenizer(frame_emb, state)
         prefix = torch.stack([self.instruction_proj(instruction_emb),
                               self.primitive_proj(primitive_emb)], dim=1)
         tokens = torch.cat([prefix, tokens], dim=1)
         slots = torch.cat([slots.new_full((2,), -1), slots])
         hidden = self.transformer(tokens, slots)
-        current = hidden[:, -self.tokens_per_slot:].mean(dim=1)
-        progress_logit, routing = self.head(current, gate_ids)
-        return progress_logit, self.success_head(current).squeeze(-1), routing
+        window = frame_emb.shape[1] if all_slots else 1
+        features = self.slot_features(hidden, window)
+        batch = features.shape[0]
+        flat = features.reshape(batch * window, -1)
+        progress_logits, routing = self.head(flat, gate_ids.repeat_interleave(window))
+        progress_logits = progress_logits.reshape(batch, window)
+        success_logit = self.success_head(features[:, -1]).squeeze(-1)
+        if all_slots:
+            return progress_logits[:, -1], success_logit, routing, progress_logits
+        return progress_logits[:, -1], success_logit, routing
 
 
 class FramePreprocessing(nn.Module):
@@ -362,12 +464,16 @@ class Sarm2Model(FramePreprocessing):
         """Primitive logits [B, P] and group logits [B, G] from a stage window."""
         return self.stage(frame_emb, self.normalize_state(state))
 
-    def value_outputs(self, frame_emb, state, instruction_emb, primitive_ids):
-        """Progress logit [B], success logit [B] and routing for a value window."""
+    def value_outputs(self, frame_emb, state, instruction_emb, primitive_ids,
+                      all_slots: bool = False):
+        """Progress logit [B], success logit [B] and routing for a value window.
+
+        ``all_slots``: also the progress logits of every window slot [B, Wv].
+        """
         primitive_ids = primitive_ids.clamp(0, NUM_PRIMITIVES - 1)
         return self.value(frame_emb, self.normalize_state(state), instruction_emb,
                           self.primitive_embeddings[primitive_ids],
-                          self.primitive_to_group[primitive_ids])
+                          self.primitive_to_group[primitive_ids], all_slots)
 
     @torch.no_grad()
     def predict(self, stage_emb, stage_state, value_emb, value_state, instruction_emb) -> dict:
@@ -386,8 +492,12 @@ class Sarm2Model(FramePreprocessing):
                 'routing': routing}
 
     # ---- training ------------------------------------------------------------------------------
-    def forward(self, batch: dict):
-        """Training loss and logs for a batch (keys at the top of this module)."""
+    def forward(self, batch: dict, stage_only: bool = False):
+        """Training loss and logs for a batch (keys at the top of this module).
+
+        ``stage_only``: the anchor's pre-training phase, the stage estimator alone on the
+        primitive cross-entropy (group head weight 0); the value decoder is not run.
+        """
         config = self.config
         frame_emb = self.encode_images(batch[FRAMES])
         stage_index, value_index = batch[STAGE_INDEX], batch[VALUE_INDEX]
@@ -395,20 +505,34 @@ class Sarm2Model(FramePreprocessing):
                                                            batch[STATES][stage_index])
         target_primitive = batch[PRIMITIVE]
         predicted = primitive_logits.detach().argmax(dim=-1)
+        if stage_only:
+            labelled = target_primitive >= 0
+            loss = (functional.cross_entropy(primitive_logits, target_primitive, ignore_index=-1)
+                    if labelled.any() else primitive_logits.sum() * 0.0)
+            accuracy = (predicted[labelled] == target_primitive[labelled]).float().mean()
+            return loss, {'loss': loss.detach(), 'primitive_ce': loss.detach(),
+                          'primitive_acc': accuracy}
         # Teacher forcing with the labelled primitive, except where asked (or unlabelled) to use
         # the estimator's prediction, so the value decoder also learns from its real inputs.
         use_predicted = batch[USE_PREDICTED_PRIMITIVE] | (target_primitive < 0)
         conditioning = torch.where(use_predicted, predicted, target_primitive)
-        progress_logit, success_logit, routing = self.value_outputs(
-            frame_emb[value_index], batch[STATES][value_index], batch[INSTRUCTION], conditioning)
-        progress = torch.sigmoid(progress_logit)
-        weight = batch[PROGRESS_WEIGHT]
-        squared = (progress - batch[PROGRESS]) ** 2
-        mse = (weight * squared).sum() / weight.sum().clamp_min(1.0)
-        loss = mse
+        all_slots = config.value_loss_positions == 'all'
+        progress_logit, success_logit, routing, *slot_logits = self.value_outputs(
+            frame_emb[value_index], batch[STATES][value_index], batch[INSTRUCTION], conditioning,
+            all_slots)
+        mse = _weighted_mse(torch.sigmoid(progress_logit), batch[PROGRESS],
+                            batch[PROGRESS_WEIGHT])
         logs = {'mse': mse.detach()}
+        if all_slots:
+            slots_mse = _weighted_mse(torch.sigmoid(slot_logits[0]), batch[SLOT_PROGRESS],
+                                      batch[SLOT_WEIGHT])
+            logs['mse_all_slots'] = slots_mse.detach()
+            loss = slots_mse
+        else:
+            loss = mse
         if isinstance(self.value.head, MultiGateMoE):
-            aux = self.value.head.auxiliary_loss(routing)
+            aux = (self.value.head.anchor_auxiliary_loss(routing) if config.aux_loss == 'anchor'
+                   else self.value.head.auxiliary_loss(routing))
             loss = loss + config.aux_loss_weight * aux
             logs['aux'] = aux.detach()
         if (target_primitive >= 0).any():

@@ -15,6 +15,7 @@ from sarm2_common.node_parameters import (AT_STARTUP, check_fields, ON_CONFIGURE
 from sarm2_common.topics import image_topic
 
 from .backend import BACKENDS
+from .labeling import DEFAULT_SMOOTHING
 from .lrm.questions import QUESTIONS
 
 SENSOR_RELIABILITIES = ('best_effort', 'reliable')
@@ -47,9 +48,9 @@ class RewardNodeConfig:
                                'rate)', low=0, high=1000, applies=ON_CONFIGURE)
     value_gap: int = parameter(0, "frames between value-window frames; 0: the checkpoint's",
                                low=0, high=1000, applies=ON_CONFIGURE)
-    smoothing: float = parameter(0.5, 'EMA factor of values before differencing into rewards '
-                                 '(the same smoothing offline relabelling uses)', low=0.0,
-                                 high=0.999, applies=ON_CONFIGURE)
+    smoothing: float = parameter(DEFAULT_SMOOTHING, 'EMA factor of values before differencing '
+                                 'into rewards (the same smoothing offline relabelling uses)',
+                                 low=0.0, high=0.999, applies=ON_CONFIGURE)
     output_rate: float = parameter(0.0, 'most frames processed per second (by header stamp); '
                                    '0: every frame', low=0.0, high=10000.0)
     pairing_slop: float = parameter(0.02, 's, largest stamp difference between paired '

@@ -25,7 +25,8 @@ import torch
 from torch import distributed
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, load_optimizer_state, save_checkpoint
+from .checkpoint import (CheckpointError, load_checkpoint, load_optimizer_state, save_checkpoint,
+                         state_fingerprint)
 from .datasets import add_data_arguments, episodes_from_arguments
 from sarm2_common.episode import Episode
 from .evaluation import predict_any
@@ -53,12 +54,17 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 0
     device: str = 'auto'
+    stage_pretrain_steps: int = 0
 
     def __post_init__(self):
         for name in ('steps', 'batch_size'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
-        for name in ('warmup_steps', 'eval_every', 'save_every', 'num_threads'):
+        if self.stage_pretrain_steps >= self.steps:
+            raise ValueError(f'stage_pretrain_steps ({self.stage_pretrain_steps}) must be fewer '
+                             f'than steps ({self.steps})')
+        for name in ('warmup_steps', 'eval_every', 'save_every', 'num_threads',
+                     'stage_pretrain_steps'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.lr <= 0:
@@ -117,11 +123,16 @@ def quick_validation(model, episodes: list[Episode]) -> dict:
 def train_model(model: torch.nn.Module, episodes: list[Episode], config: TrainConfig,
                 targets: TargetConfig | None = None, out_dir: str | Path | None = None,
                 val_episodes: list[Episode] | None = None, resume: bool = False,
-                progress: bool = True, metadata: dict | None = None) -> dict:
+                progress: bool = True, metadata: dict | None = None,
+                fit_normalization: bool = True,
+                episode_weights: np.ndarray | None = None) -> dict:
     """Train ``model`` in place on ``episodes``; return the final logs and history.
 
     Works single-process or under torchrun (WORLD_SIZE > 1). With ``out_dir`` the checkpoint is
-    written there every ``save_every`` steps and at the end (rank 0 only).
+    written there every ``save_every`` steps and at the end (rank 0 only). A model fine-tuned
+    from a checkpoint passes ``fit_normalization=False`` to keep the joint-state statistics its
+    weights were trained with; ``episode_weights`` scale each episode's sampling probability.
+    The first ``config.stage_pretrain_steps`` steps train a SARM2 stage estimator alone.
     """
     targets = targets or TargetConfig()
     if config.num_threads:
@@ -130,13 +141,14 @@ def train_model(model: torch.nn.Module, episodes: list[Episode], config: TrainCo
     torch.manual_seed(config.seed)
     out_dir = Path(out_dir) if out_dir else None
     window_config = model.window_config
-    model.set_state_normalization(*state_statistics(episodes))
+    if fit_normalization:
+        model.set_state_normalization(*state_statistics(episodes))
     text = make_text_embedder(window_config.text_model_path)
     instructions = sorted({e.instruction for e in episodes})
     instruction_embeddings = dict(zip(instructions, text.embed(instructions)))
     sampler = EpisodeSampler(episodes, window_config.cameras, window_sizes(window_config),
                              instruction_embeddings, estimate_stage_priors(episodes), targets,
-                             seed=config.seed * 1000 + rank)
+                             seed=config.seed * 1000 + rank, episode_weights=episode_weights)
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -150,7 +162,9 @@ def train_model(model: torch.nn.Module, episodes: list[Episode], config: TrainCo
         if rng_state:
             sampler.rng.bit_generator.state = rng_state
         LOG.info('resuming from %s at step %d', out_dir, start_step)
-    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # Stage pre-training leaves the value decoder without gradients for a while.
+    trained = torch.nn.parallel.DistributedDataParallel(
+        model, find_unused_parameters=config.stage_pretrain_steps > 0) if world > 1 else model
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _learning_rate_factor(step + start_step, config))
     history: list[dict] = []
@@ -161,7 +175,10 @@ def train_model(model: torch.nn.Module, episodes: list[Episode], config: TrainCo
     model.train()
     for step in bar:
         batch = {k: v.to(device) for k, v in sampler.sample(config.batch_size).items()}
-        loss, step_logs = trained(batch)
+        if step < config.stage_pretrain_steps:
+            loss, step_logs = trained(batch, stage_only=True)
+        else:
+            loss, step_logs = trained(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -215,6 +232,8 @@ OPTION_HELP = {
     'num_threads': 'torch CPU threads (0: torch default; 1 is fastest for small models on a '
                    'busy machine)',
     'device': 'auto (CUDA when available), cpu or cuda',
+    'stage_pretrain_steps': 'first N steps train the stage estimator alone (SARM2; the anchor '
+                            'recipe, with --model-config {"stage_loss_weight": 0.25})',
     'rewind_prob': 'share of samples whose value window is played forward then rewound',
     'predicted_primitive_prob': 'share of samples whose value decoder is conditioned on the '
                                 'predicted rather than the labelled primitive',
@@ -252,6 +271,22 @@ def _parser() -> argparse.ArgumentParser:
                   'failure_progress_cap'):
         parser.add_argument('--' + field.replace('_', '-'), type=float,
                             default=getattr(TargetConfig(), field), help=OPTION_HELP[field])
+    flywheel = parser.add_argument_group(
+        'learning from labelled rollouts (the data flywheel)',
+        'Rollout bags with label sidecars (<bag>.label.json, e.g. from label_rollouts_from_sim) '
+        'join the demonstrations; each gets value targets from its label. The checkpoint '
+        'records every bag and label it learned from.')
+    flywheel.add_argument('--init-checkpoint', type=Path,
+                          help='start from this checkpoint (fine-tuning: its model config and '
+                               'joint-state normalization are kept)')
+    flywheel.add_argument('--rollouts', nargs='+', type=Path, default=[],
+                          help='rollout bags or directories of them; unlabelled ones are '
+                               'skipped')
+    flywheel.add_argument('--rollout-share', type=float, default=0.5,
+                          help='fraction of sampled frames drawn from labelled rollouts')
+    flywheel.add_argument('--rollout-primitives', choices=('ignore', 'keep'), default='ignore',
+                          help='ignore primitive labels recorded in rollout bags (gate by the '
+                               'predicted primitive, as with human labels) or keep them')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     return parser
 
@@ -291,28 +326,53 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``train_reward_model``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    from .flywheel import (LabelledRollouts, load_labelled_rollouts, RolloutMix,
+                           train_with_rollouts)
     try:
         train_config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
         targets = TargetConfig(**{f: getattr(args, f) for f in asdict(TargetConfig())})
         episodes = episodes_from_arguments(args)
         train_eps, val_eps = split_episodes(episodes, args.val_fraction, train_config.seed)
         out_dir = Path(args.out)
+        flywheel = bool(args.rollouts or args.init_checkpoint)
+        if flywheel and args.resume:
+            raise ValueError('--resume continues a plain run; fine-tune into a new --out')
+        mix = RolloutMix(args.rollout_share, args.rollout_primitives)
+        rollouts = load_labelled_rollouts(args.rollouts, mix.primitives) if args.rollouts \
+            else None
+        if args.rollouts and not rollouts.episodes:
+            raise ValueError(f'no labelled rollouts in {[str(r) for r in args.rollouts]}; '
+                             'label them first (label_rollouts_from_sim)')
         if args.resume and (out_dir / 'config.json').is_file():
             model = load_checkpoint(out_dir)
         else:
             if (out_dir / 'config.json').is_file() and not args.resume:
                 raise ValueError(f'{out_dir} already holds a checkpoint; pass --resume to '
                                  'continue it or choose another --out')
-            model = Sarm2Model(_model_config(args, episodes))
+            model = load_checkpoint(args.init_checkpoint) if args.init_checkpoint \
+                else Sarm2Model(_model_config(args, episodes))
     except (ValueError, CheckpointError, FileNotFoundError, RuntimeError) as exc:
         print(f'train_reward_model: error: {exc}', file=sys.stderr)
         return 2
     LOG.info('%d training and %d validation episodes, tasks: %s', len(train_eps), len(val_eps),
              ', '.join(sorted({e.task for e in episodes})))
-    result = train_model(model, train_eps, train_config, targets, out_dir, val_eps,
-                         resume=args.resume, progress=not args.no_progress,
-                         metadata={'data': [str(d) for d in args.data],
-                                   'tasks': sorted({e.task for e in episodes})})
+    metadata = {'data': [str(d) for d in args.data],
+                'tasks': sorted({e.task for e in episodes})}
+    if flywheel:
+        if args.init_checkpoint:
+            metadata['init_checkpoint'] = {
+                'path': str(args.init_checkpoint),
+                'model_id': f'{model.model_type}-{state_fingerprint(model)}'}
+        result = train_with_rollouts(
+            model, train_eps, rollouts or LabelledRollouts([], []), out_dir, train_config, mix,
+            targets, progress=not args.no_progress, metadata=metadata,
+            fit_normalization=args.init_checkpoint is None, val_episodes=val_eps)
+        LOG.info('learned from %d labelled rollouts (calibration: %s)', result['rollouts'],
+                 result['calibration'])
+    else:
+        result = train_model(model, train_eps, train_config, targets, out_dir, val_eps,
+                             resume=args.resume, progress=not args.no_progress,
+                             metadata=metadata)
     rank = 0
     if distributed.is_initialized():
         rank = distributed.get_rank()

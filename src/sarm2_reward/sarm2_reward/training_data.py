@@ -13,8 +13,15 @@ Targets per frame ``t`` of an episode with ``T`` frames:
   when the expert has to redo a stage (e.g. re-grasp after a slip), and never gets the value of
   a finished task, so success and failure separate at the end. A failed episode without primitive
   labels, or of a task without successful episodes, gets no value target (weight 0).
+- labelled rollout (``episode.metadata[ROLLOUT_LABEL]`` holds its ``RolloutLabel``, see
+  ``flywheel.load_labelled_rollouts``): the label's piecewise-linear progress curve
+  (``sarm2_common.rollout_labels.progress_targets``), weight 1, whatever the outcome and
+  whether or not its frames carry primitive labels. This is how the policy's own failures teach
+  the reward model (the data flywheel); unlabelled primitives are gated by the predicted one.
 - success label (for the success head): 1 on the last ``success_window`` fraction of a
   successful episode, 0 everywhere else, including every frame of a failed episode.
+- every slot of a value window also gets its own frame's target (``SLOT_PROGRESS``), used when
+  the model applies the value loss at every window position.
 - within-stage fraction ``tau`` and stage labels for the SARM v1 baseline.
 """
 
@@ -25,11 +32,13 @@ import torch
 
 from . import model as keys
 from sarm2_common.episode import Episode, UNLABELLED
+from sarm2_common.rollout_labels import progress_targets as label_progress
 from sarm2_common.vocabulary import PRIMITIVE_TO_GROUP
 from .windows import rewind_value_window, stage_window, value_window
 
 STAGE_TAU = 'stage_tau'          # float [B], fraction of the current primitive segment done
 EPISODE_LENGTH = 'episode_length'  # float [B]
+ROLLOUT_LABEL = 'rollout_label'    # Episode.metadata key of a labelled rollout's RolloutLabel
 
 
 def segments(primitive_ids: np.ndarray) -> list[tuple[int, int, int]]:
@@ -107,6 +116,9 @@ def progress_targets(episode: Episode, priors: dict[str, StagePriors],
                      failure_progress_cap: float) -> tuple[np.ndarray, np.ndarray]:
     """Progress target and loss weight (0 or 1) per frame, as described in the module doc."""
     length = len(episode)
+    label = episode.metadata.get(ROLLOUT_LABEL)
+    if label is not None:
+        return label_progress(label, episode.timestamps), np.ones(length)
     if episode.success:
         return success_progress(length), np.ones(length)
     labelled = np.all(episode.primitive_ids != UNLABELLED)
@@ -157,11 +169,13 @@ class EpisodeSampler:
 
     Each process of a distributed run owns one sampler with its own seed, so batches differ
     across ranks without a DistributedSampler (training is step-based, not epoch-based).
+    Every frame is equally likely, times its episode's ``episode_weights`` entry (default 1).
     """
 
     def __init__(self, episodes: list[Episode], cameras: tuple[str, ...], window_sizes: dict,
                  instruction_embeddings: dict[str, np.ndarray], priors: dict[str, StagePriors],
-                 targets: TargetConfig, seed: int = 0, samples_per_episode: int = 4):
+                 targets: TargetConfig, seed: int = 0, samples_per_episode: int = 4,
+                 episode_weights: np.ndarray | None = None):
         if not episodes:
             raise ValueError('no training episodes')
         for episode in episodes:
@@ -184,6 +198,13 @@ class EpisodeSampler:
             self.success.append(success_labels(episode, targets.success_window))
             self.tau.append(stage_tau(episode.primitive_ids))
         lengths = np.array([len(e) for e in episodes], dtype=np.float64)
+        if episode_weights is not None:
+            episode_weights = np.asarray(episode_weights, dtype=np.float64)
+            if episode_weights.shape != lengths.shape or np.any(episode_weights < 0) \
+                    or not episode_weights.sum() > 0:
+                raise ValueError('episode_weights needs one non-negative weight per episode, '
+                                 'not all zero')
+            lengths = lengths * episode_weights
         # Every frame equally likely, whatever its episode's length.
         self.episode_prob = lengths / lengths.sum()
 
@@ -228,6 +249,8 @@ class EpisodeSampler:
                     keys.GROUP: PRIMITIVE_TO_GROUP[primitive] if primitive >= 0 else -1,
                     keys.PROGRESS: self.progress[e][t],
                     keys.PROGRESS_WEIGHT: self.weight[e][t],
+                    keys.SLOT_PROGRESS: self.progress[e][value_index],
+                    keys.SLOT_WEIGHT: self.weight[e][value_index],
                     keys.SUCCESS: self.success[e][t],
                     keys.USE_PREDICTED_PRIMITIVE:
                         self.rng.random() < self.targets.predicted_primitive_prob,
@@ -240,6 +263,7 @@ class EpisodeSampler:
         batch[keys.FRAMES] = torch.as_tensor(np.stack(frames))
         batch[keys.STATES] = torch.as_tensor(np.stack(states))
         for key in (keys.STATES, keys.INSTRUCTION, keys.PROGRESS, keys.PROGRESS_WEIGHT,
-                    keys.SUCCESS, STAGE_TAU, EPISODE_LENGTH):
+                    keys.SLOT_PROGRESS, keys.SLOT_WEIGHT, keys.SUCCESS, STAGE_TAU,
+                    EPISODE_LENGTH):
             batch[key] = batch[key].float()
         return batch

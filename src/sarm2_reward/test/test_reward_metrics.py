@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from sarm2_reward.metrics import auroc, confusion_matrix, pairwise_accuracy, spearman, summarize
+from sarm2_reward.metrics import (auroc, confusion_matrix, pairwise_accuracy, spearman, summarize,
+                                  summarize_rollouts)
 from synthetic_episodes import make_episodes
 
 
@@ -58,3 +59,24 @@ def test_split_by_task_holds_out_successes_and_failures_of_every_task():
             assert any(e.task == task and e.success == outcome for e in train)
     again, _ = split_by_task(episodes, 0.3)
     assert [e.id for e in again] == [e.id for e in train]
+
+
+def test_rollout_summary_ranks_outcomes_three_ways():
+    episodes = make_episodes(2, seed=0, failures=2, length=11)
+    rising = np.linspace(0.0, 1.0, 11)
+    predictions = [
+        {'progress': rising, 'success_probability': np.r_[np.zeros(8), 0.9, 0.9, 0.9]},
+        {'progress': 0.8 * rising, 'success_probability': np.r_[np.zeros(8), 0.7, 0.7, 0.7]},
+        # a failure that ends high: its final progress beats a success, its return does not
+        {'progress': np.r_[np.full(10, 0.85), 0.9], 'success_probability': np.zeros(11)},
+        # a failure with a single-frame spike of the success head: not a detection
+        {'progress': 0.5 * rising, 'success_probability': np.r_[np.zeros(10), 1.0]},
+    ]
+    metrics = summarize_rollouts(episodes, predictions, threshold=0.6, consecutive=3)
+    assert metrics['rollouts'] == 4 and metrics['successes'] == 2
+    assert metrics['final_auroc'] == 0.75 and metrics['final_pairwise'] == 0.75
+    assert metrics['return_auroc'] == 1.0 and metrics['return_pairwise'] == 1.0
+    assert metrics['success_auroc'] == 1.0 and metrics['voc'] == pytest.approx(1.0)
+    assert metrics['false_positive_rate'] == 0.0 and metrics['true_positive_rate'] == 1.0
+    time_only = summarize_rollouts(episodes, [{'progress': rising}] * 4)
+    assert time_only['final_auroc'] == 0.5 and time_only['success_auroc'] is None

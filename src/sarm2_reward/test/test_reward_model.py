@@ -146,6 +146,26 @@ def test_moe_uses_only_the_selected_gate_and_top2_experts():
     assert moe(x, gates)[0][0] != out[0]
 
 
+def test_mlp_gates_and_deep_experts_still_route_sparsely():
+    torch.manual_seed(0)
+    moe = MultiGateMoE(d_model=8, num_gates=NUM_GROUPS, num_experts=6, top_k=2, hidden=4,
+                       layers=3, gate_hidden=5)
+    x = torch.randn(4, 8)
+    gates = torch.tensor([2, 2, 6, 0])
+    out, routing = moe(x, gates)
+    top = routing['top_index']
+    with torch.no_grad():
+        moe.gate_w1[1] += 10.0                          # a gate no sample uses
+        unused = [e for e in range(6) if e not in top.flatten().tolist()]
+        moe.hidden_w[1][unused] += 10.0                 # experts no sample routes to
+    torch.testing.assert_close(moe(x, gates)[0], out, rtol=0, atol=0)
+    with torch.no_grad():
+        moe.gate_w1[2] += 1.0
+    assert not torch.equal(moe(x, gates)[0][:2], out[:2])
+    aux = moe.anchor_auxiliary_loss(routing)
+    assert torch.isfinite(aux) and aux.requires_grad
+
+
 def test_model_routes_by_the_predicted_primitive_group():
     model = tiny_model()
     episode = make_episode(4)

@@ -173,3 +173,53 @@ def test_train_cli_on_recorded_demonstration_bags(tmp_path):
     assert 'partial bag' in index and killed.parent.name in index
     assert len(list((report / 'episodes').glob('*.png'))) == 2
     assert (report / 'success.png').stat().st_size > 0
+
+
+ANCHOR = {'head_input': 'concat', 'gate_hidden': 16, 'expert_layers': 3,
+          'value_loss_positions': 'all', 'aux_loss': 'anchor', 'stage_loss_weight': 0.25}
+
+
+def test_anchor_value_head_switches_train_and_load(tmp_path):
+    """Every fidelity switch at once: the loss falls, all slots get targets, the model loads."""
+    episodes = make_episodes(5, seed=0, failures=1)
+    model = tiny_model(**ANCHOR)
+    batch_keys = {}
+    original_forward = model.forward
+
+    def spy(batch, stage_only=False):
+        batch_keys.update({k: v.shape for k, v in batch.items()})
+        return original_forward(batch, stage_only)
+
+    model.forward = spy
+    result = train_model(model, episodes, TrainConfig(steps=40, batch_size=8, lr=3e-3,
+                                                      warmup_steps=5, eval_every=10,
+                                                      stage_pretrain_steps=10),
+                         out_dir=tmp_path / 'ckpt', val_episodes=episodes[:2], progress=False)
+    history = result['history']
+    # The first 10 steps train the stage estimator alone: no value loss is logged there.
+    assert 'mse' not in history[0] and 'mse_all_slots' in history[-1]
+    assert history[-1]['mse_all_slots'] < 0.1
+    assert batch_keys['slot_progress'] == batch_keys['value_index']
+    loaded = load_checkpoint(tmp_path / 'ckpt')
+    assert loaded.config.head_input == 'concat' and loaded.config.expert_layers == 3
+    assert evaluate(loaded, episodes[:1])[0]['overall']['voc'] > 0
+
+
+def test_stage_pretraining_leaves_the_value_decoder_untouched():
+    model = tiny_model(**ANCHOR)
+    from sarm2_reward.text_embedding import make_text_embedder
+    from sarm2_reward.train import window_sizes
+    from sarm2_reward.training_data import EpisodeSampler, TargetConfig
+
+    episodes = make_episodes(2, seed=3)
+    text = make_text_embedder('')
+    sampler = EpisodeSampler(episodes, ('corner',), window_sizes(model.config),
+                             {e.instruction: text.embed([e.instruction])[0] for e in episodes},
+                             estimate_stage_priors(episodes), TargetConfig(), seed=0)
+    loss, logs = model(sampler.sample(8), stage_only=True)
+    loss.backward()
+    assert set(logs) == {'loss', 'primitive_ce', 'primitive_acc'}
+    assert all(p.grad is None for p in model.value.parameters())
+    assert model.stage.primitive_head.weight.grad.abs().sum() > 0
+    assert model.stage.group_head.weight.grad is None or \
+        model.stage.group_head.weight.grad.abs().sum() == 0

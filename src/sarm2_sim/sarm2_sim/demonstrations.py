@@ -15,6 +15,13 @@ Episode kinds (``failure_fraction`` of the episodes get a failure mode):
 
 Every frame is labelled with the primitive the expert is in at that state, whatever was executed.
 The outcome (``success``) is the simulator's flag at the last frame.
+
+``timing='varied'`` makes the duration of episodes of one task vary, as a person's
+demonstrations do, so that elapsed time alone stops telling progress: each episode moves at its
+own speed (the expert's xyz commands scaled by ``SPEED_RANGE``), may change speed part-way,
+pause (arm still, gripper held) and, in grasping tasks, re-grasp (open the gripper while
+carrying, back off, let the expert grasp again). Drawn from a generator of the episode's own
+seed separate from the plan's, so ``timing='fixed'`` recordings are unchanged.
 """
 
 import argparse
@@ -45,6 +52,13 @@ FAILURE_MODES = ('noisy', 'stall', 'early_stop', 'drop')
 STALL_STEPS = (15, 40)
 # Steps after entering the triggering primitive before a failure strikes.
 TRIGGER_DELAY = (0, 12)
+TIMINGS = ('fixed', 'varied')
+# Varied timing: speed factor on the expert's xyz commands, when a change of speed or a pause
+# may start (steps), how long a pause lasts, and the re-grasp's open and back-off steps.
+SPEED_RANGE = (0.45, 1.0)
+EVENT_START = (10, 60)
+PAUSE_STEPS = (8, 30)
+REGRASP_STEPS = (6, 6)
 
 
 class RecordingRefusedError(RuntimeError):
@@ -67,6 +81,41 @@ class EpisodePlan:
     @property
     def episode_id(self) -> str:
         return f'{self.task}-e{self.index:04d}-s{self.seed}'
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """How an episode's pace varies (``timing='varied'``); the identity plan changes nothing."""
+
+    speed: float = 1.0
+    speed_change_step: int = -1
+    second_speed: float = 1.0
+    pause_step: int = -1
+    pause_steps: int = 0
+    regrasp: bool = False
+
+    def speed_at(self, step: int) -> float:
+        """Return the speed factor of ``step``."""
+        if 0 <= self.speed_change_step <= step:
+            return self.second_speed
+        return self.speed
+
+    def paused(self, step: int) -> bool:
+        """Whether the arm holds still at ``step``."""
+        return 0 <= self.pause_step <= step < self.pause_step + self.pause_steps
+
+
+def plan_timing(plan: EpisodePlan, can_regrasp: bool) -> TimingPlan:
+    """Draw the varied pace of ``plan``'s episode (deterministic in the plan)."""
+    rng = np.random.default_rng([plan.seed, 0x71])
+    change = rng.random() < 0.5
+    pause = rng.random() < 0.5
+    return TimingPlan(speed=float(rng.uniform(*SPEED_RANGE)),
+                      speed_change_step=int(rng.integers(*EVENT_START)) if change else -1,
+                      second_speed=float(rng.uniform(*SPEED_RANGE)),
+                      pause_step=int(rng.integers(*EVENT_START)) if pause else -1,
+                      pause_steps=int(rng.integers(*PAUSE_STEPS)) if pause else 0,
+                      regrasp=bool(can_regrasp and rng.random() < 0.4))
 
 
 def episode_seed(seed: int, task: str, index: int) -> int:
@@ -102,8 +151,11 @@ class RecordingConfig:
     image_size: int = 64
     cameras: tuple[str, ...] = ('corner',)
     max_steps: int = 200
+    timing: str = 'fixed'
 
     def __post_init__(self):
+        if self.timing not in TIMINGS:
+            raise ValueError(f'timing must be one of {TIMINGS}, got {self.timing!r}')
         if self.noise < 0.0:
             raise ValueError(f'noise must be >= 0, got {self.noise}')
         if not 0.0 <= self.failure_fraction <= 1.0:
@@ -112,7 +164,10 @@ class RecordingConfig:
             raise ValueError('record at least one camera')
 
     def manifest(self) -> dict:
-        return {'format': MANIFEST_FORMAT, **asdict(self), 'cameras': list(self.cameras)}
+        manifest = {'format': MANIFEST_FORMAT, **asdict(self), 'cameras': list(self.cameras)}
+        if self.timing == 'fixed':
+            del manifest['timing']      # recordings made before the option keep resuming
+        return manifest
 
 
 def episode_path(out_dir: Path, task: str, index: int) -> Path:
@@ -152,7 +207,8 @@ def _check_out_dir(out_dir: Path, config: RecordingConfig, overwrite: bool) -> b
 
 def record_demonstrations(out_dir, tasks, episodes_per_task, seed=0, noise=0.0,
                           failure_fraction=0.3, image_size=64, cameras=('corner',),
-                          progress=True, max_steps=200, overwrite=False) -> list[Path]:
+                          progress=True, max_steps=200, overwrite=False,
+                          timing='fixed') -> list[Path]:
     """Record ``episodes_per_task`` episodes of each task; return every episode's bag directory.
 
     Finished bags already in ``out_dir`` are kept (resume). Raises RecordingRefusedError when
@@ -163,7 +219,7 @@ def record_demonstrations(out_dir, tasks, episodes_per_task, seed=0, noise=0.0,
     config = RecordingConfig(seed=int(seed), noise=float(noise),
                              failure_fraction=float(failure_fraction),
                              image_size=int(image_size), cameras=tuple(cameras),
-                             max_steps=int(max_steps))
+                             max_steps=int(max_steps), timing=timing)
     catalogue = load_catalogue()
     check_tasks(tasks, catalogue)
     # bags of another recording (other settings, or no manifest) are replaced, never mixed in
@@ -241,6 +297,11 @@ def record_episode(arm: SimArm, plan: EpisodePlan, path: Path, config: Recording
                'split': spec.split, 'control_period': arm.control_period,
                'joint_names': list(arm.joint_names)}
     noise_std = NOISY_STD if plan.mode == 'noisy' else config.noise
+    pace = plan_timing(plan, spec.release_retreat is not None) if config.timing == 'varied' \
+        else TimingPlan()
+    if config.timing == 'varied':
+        details['timing'] = asdict(pace)
+    regrasp_step: int | None = None
     observation = arm.reset(plan.seed)
     info_success, reward = False, 0.0
     trigger_step: int | None = None
@@ -268,6 +329,15 @@ def record_episode(arm: SimArm, plan: EpisodePlan, path: Path, config: Recording
             action = expert.copy()
             if noise_std > 0.0:
                 action[:3] += rng.normal(0.0, noise_std, 3).astype(np.float32)
+            action[:3] *= pace.speed_at(step)
+            if pace.paused(step):
+                action = np.array([0.0, 0.0, 0.0, held_gripper], dtype=np.float32)
+            if (pace.regrasp and regrasp_step is None and not arm.success
+                    and primitive == spec.primitives[-1] and held_gripper > 0.5):
+                regrasp_step = step        # carrying: let go, back off, grasp again
+            if regrasp_step is not None and step - regrasp_step < sum(REGRASP_STEPS):
+                up = 0.5 if step - regrasp_step >= REGRASP_STEPS[0] else 0.0
+                action = np.array([0.0, 0.0, up, -1.0], dtype=np.float32)
             if (trigger_step is None and plan.mode not in ('expert', 'noisy')
                     and stage_entered is not None
                     and step >= stage_entered + plan.trigger_delay):
@@ -333,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--cameras', default='corner',
                         help=f'comma-separated cameras from: {", ".join(CAMERAS)} (corner)')
     parser.add_argument('--max-steps', type=int, default=200, help='step limit per episode')
+    parser.add_argument('--timing', choices=TIMINGS, default='fixed',
+                        help='varied: each episode at its own speed, with speed changes, pauses '
+                             'and re-grasps, so time alone does not tell progress')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace unfinished or conflicting episode directories')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -350,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out, tasks, args.episodes, seed=args.seed, noise=args.noise,
             failure_fraction=args.failure_fraction, image_size=args.image_size,
             cameras=cameras, progress=not args.no_progress, max_steps=args.max_steps,
-            overwrite=args.overwrite)
+            overwrite=args.overwrite, timing=args.timing)
     except (ValueError, RecordingRefusedError) as error:
         print(f'record_demos: error: {error}', file=sys.stderr)
         return 1

@@ -156,3 +156,22 @@ def test_cli_records(tmp_path, capsys):
     episode = read_episodes(out)[0]
     assert episode.success and episode.metadata['mode'] == 'expert'
     assert demonstrations.MANIFEST_FILE in {p.name for p in out.iterdir()}
+
+
+def test_varied_timing_spreads_episode_lengths_and_keeps_fixed_recordings(tmp_path):
+    settings = {'failure_fraction': 0.0, 'image_size': 16, 'progress': False}
+    fixed = read_episodes(record_demonstrations(tmp_path / 'fixed', ['drawer-open-v3'], 4,
+                                                **settings))
+    varied = read_episodes(record_demonstrations(tmp_path / 'varied', ['drawer-open-v3'], 4,
+                                                 timing='varied', **settings))
+    assert all(e.success for e in fixed + varied)
+    # Same scenes, other paces: the spread of durations grows well beyond the scenes' own.
+    assert [e.metadata['seed'] for e in fixed] == [e.metadata['seed'] for e in varied]
+    fixed_lengths = np.array([len(e) for e in fixed])
+    varied_lengths = np.array([len(e) for e in varied])
+    assert np.ptp(varied_lengths) > 2 * np.ptp(fixed_lengths)
+    assert all(0.45 <= e.metadata['timing']['speed'] <= 1.0 for e in varied)
+    assert 'timing' not in fixed[0].metadata
+    # A fixed-timing manifest looks as it did before the option existed (old caches resume).
+    assert 'timing' not in json.loads((tmp_path / 'fixed' / 'recording.json').read_text())
+    assert json.loads((tmp_path / 'varied' / 'recording.json').read_text())['timing'] == 'varied'

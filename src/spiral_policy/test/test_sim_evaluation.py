@@ -8,30 +8,14 @@ import numpy as np
 import pytest
 
 from sarm2_sim.sim_arm import SimArm, SimArmConfig
+from ros_harness import SimExpertPolicy
 from spiral_policy.sim_evaluation import run_sim_episode, sim_control_core, wilson_interval
-
-
-class ExpertPolicy:
-    """A VlaPolicy that asks the simulator's scripted expert (one-step chunks)."""
-
-    policy_id = 'expert'
-    action_dim = 4
-    chunk_size = 1
-
-    def __init__(self, arm):
-        self.arm = arm
-
-    def reset(self):
-        """Keep no state."""
-
-    def select_action(self, obs):
-        return self.arm.expert_action()[0][None]
 
 
 def test_expert_through_the_control_core_succeeds():
     arm = SimArm(SimArmConfig(task='reach-v3', image_size=16))
     try:
-        core = sim_control_core(ExpertPolicy(arm), arm, ('corner',))
+        core = sim_control_core(SimExpertPolicy(arm), arm, ('corner',))
         outcome = run_sim_episode(arm, core, seed=3, max_steps=150)
         assert outcome.success and outcome.steps < 150
         # the same policy with the arm frozen by the e-stop never succeeds

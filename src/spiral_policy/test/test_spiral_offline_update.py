@@ -15,6 +15,7 @@ from sarm2_common.bag_io import (ACTION_TOPIC, action_message, BagWriter, image_
 from sarm2_common.topics import image_topic, JOINT_STATES_TOPIC
 from sarm2_reward.checkpoint import save_checkpoint
 from sarm2_common.episode import Episode, UNLABELLED
+from sarm2_reward.labeling import DEFAULT_SMOOTHING, smooth_values
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.text_embedding import make_text_embedder
 from spiral_policy.spiral.config import SpiralConfig
@@ -169,7 +170,9 @@ def test_sarm2_relabeling_records_the_reward_model_id(tmp_path):
     values = labeler.values(episode)
     rewards = labeler.frame_rewards(episode)
     assert rewards.shape == (6,) and rewards[0] == 0.0
-    np.testing.assert_allclose(np.cumsum(rewards), values - values[0], atol=1e-9)
+    # Rewards telescope to the smoothed values, smoothed as the live reward node smooths them.
+    smoothed = smooth_values(values, DEFAULT_SMOOTHING)
+    np.testing.assert_allclose(np.cumsum(rewards), smoothed - smoothed[0], atol=1e-9)
     data = prepare_round([episode], labeler, tiny_config())
     assert data.rollouts[0].reward_model_id == labeler.labeler_id
     assert labeler.labeler_id.startswith('sarm2')
@@ -220,7 +223,8 @@ def test_lrm_relabelling_round_records_its_provenance(tmp_path, vlm_server, caps
 
     code = main([str(bags), '--out', str(out), '--reward', 'lrm', '--task', 'push-v3',
                  '--lrm-endpoint', vlm_server.url, '--lrm-models', *served,
-                 '--lrm-query-every', '3', '--config', str(config_path), '--updates', '3'])
+                 '--lrm-query-every', '3', '--config', str(config_path), '--updates', '3',
+                 '--smoothing', '0'])      # unsmoothed: the return below is hand-computed
 
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / REPORT_FILE).read_text())
@@ -232,7 +236,7 @@ def test_lrm_relabelling_round_records_its_provenance(tmp_path, vlm_server, caps
     assert provenance['source'] == {'endpoint': vlm_server.url, 'models': served}
     assert 'vlm_reward_server.py' in provenance['protocol']
     assert (provenance['mode'], provenance['query_every'], provenance['camera'],
-            provenance['rewards']) == ('tri', 3, 'corner', 'change')
+            provenance['rewards'], provenance['smoothing']) == ('tri', 3, 'corner', 'change', 0.0)
     assert read_metadata(out)['reward_provenance'] == provenance
     assert read_metadata(out)['reward_model_ids'] == [labeler_id]
     # Queries at frames 0, 3 and 6 of both bags, every answer parsed.

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from sarm2_common.bag_dataset import read_episodes
 from sarm2_common.episode import Episode
 from sarm2_reward.lrm.options import add_lrm_arguments, lrm_from_args
+from sarm2_reward.labeling import DEFAULT_SMOOTHING
 from spiral_policy.compact_vla import CompactVlaPolicy
 from spiral_policy.spiral.config import SpiralConfig
 from spiral_policy.spiral.learner import METHODS, SpiralLearner
@@ -203,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='reward: SARM2 dense (needs --reward-checkpoint), zero-shot LRM '
                              'rewards from a VLM (needs the --lrm-* options below), the '
                              'time-linear baseline, or sparse success only')
-    parser.add_argument('--smoothing', type=float, default=0.0,
-                        help='EMA smoothing of SARM2 (or LRM) values before differencing (0..1)')
+    parser.add_argument('--smoothing', type=float, default=DEFAULT_SMOOTHING,
+                        help='EMA smoothing of SARM2 (or LRM) values before differencing (0..1); '
+                             "the default is the live reward node's, so rewards match it")
     parser.add_argument('--method', choices=METHODS, default='spiral',
                         help='spiral: residual actor-critic; rabc: reward-aligned BC')
     parser.add_argument('--init', type=Path,

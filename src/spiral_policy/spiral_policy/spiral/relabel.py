@@ -7,7 +7,8 @@ beside the rewards, so a round report always says which model scored which episo
 Labelers:
 
 - ``Sarm2Labeler``: SARM2 values for every frame (offline, as if played live), smoothed and
-  differenced into dense rewards by ``sarm2_reward.labeling.dense_rewards``.
+  differenced into dense rewards by ``sarm2_reward.labeling.dense_rewards`` with the live
+  reward node's smoothing (``DEFAULT_SMOOTHING``), so offline rewards equal the live ones.
 - ``TimeLinearLabeler``: the time-linear baseline, progress = t / (T - 1) for every episode,
   successful or not (the reward a model without any task understanding would give).
 - ``LrmLabeler``: zero-shot rewards from a vision-language model asked the LRM questions
@@ -23,7 +24,7 @@ import numpy as np
 
 from sarm2_common.episode import Episode
 from sarm2_reward.inference import predict_episode, Sarm2Predictor
-from sarm2_reward.labeling import dense_rewards
+from sarm2_reward.labeling import DEFAULT_SMOOTHING, dense_rewards
 from sarm2_reward.lrm.lrm_backend import answers_per_frame, LrmConfig
 from sarm2_reward.lrm.settings import provenance_id, VlmSource
 from sarm2_reward.lrm.vlm_clients import VlmClient
@@ -56,14 +57,15 @@ class TimeLinearLabeler:
 class Sarm2Labeler:
     """Dense SARM2 rewards from a reward-model checkpoint."""
 
-    def __init__(self, model, model_id: str, smoothing: float = 0.0):
+    def __init__(self, model, model_id: str, smoothing: float = DEFAULT_SMOOTHING):
         self.model = model.eval()
         self.labeler_id = model_id
         self.smoothing = smoothing
         self._text = make_text_embedder(model.config.text_model_path)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, smoothing: float = 0.0) -> 'Sarm2Labeler':
+    def from_checkpoint(cls, path: str | Path,
+                        smoothing: float = DEFAULT_SMOOTHING) -> 'Sarm2Labeler':
         """Load a SARM2 checkpoint directory (errors name the file and the mismatch)."""
         predictor = Sarm2Predictor.from_checkpoint(path)
         return cls(predictor.model, predictor.model_id, smoothing)
