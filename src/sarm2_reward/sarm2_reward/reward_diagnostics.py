@@ -3,10 +3,24 @@
 The node counts every event (frame processed, frame dropped, bad input, stream heard from) here;
 the diagnostics timer turns the counters into a level, a one-line message and key/value pairs
 for rqt_robot_monitor. Bad inputs are logged once per kind by the node and always counted here.
+
+A *frame* is one message of the reference stream (the first camera); every frame received ends
+in exactly one place, so the report satisfies
+``received_frames = processed_frames + dropped_frames + unpaired_frames + bad_frames
++ pending_frames`` (pending: waiting for partners or for the model; 0 once input stops):
+
+- processed: a StageReward was published for it;
+- dropped, by reason (``dropped.<reason>``): ``queue`` (a newer frame replaced it while the model
+  was busy: the model is slower than the cameras), ``rate_limit`` (``output_rate``), ``reset``
+  (a new episode, a restarted timeline or a deactivation discarded it), ``inactive`` (it arrived
+  while the node was configured but not active);
+- unpaired: no partner from another stream (see ``stamp_pairing``);
+- bad: its own or a partner's message could not be used (``bad_input.<kind>`` says why).
 """
 
 from collections import Counter, deque
 from dataclasses import dataclass
+import threading
 import time
 
 import numpy as np
@@ -23,11 +37,15 @@ class DiagnosticReport:
     values: dict[str, str]
 
 
-class RewardNodeMonitor:
-    """Counters and rolling timings of the reward node; thread-safe enough for counters.
+DROP_REASONS = ('queue', 'rate_limit', 'reset', 'inactive')
 
-    Times are wall-clock monotonic seconds (rates and staleness are about the machine, not the
-    possibly simulated ROS clock); latencies are passed in by the node in seconds.
+
+class RewardNodeMonitor:
+    """Counters and rolling timings of the reward node, updated from several threads.
+
+    ``streams[0]`` is the reference stream whose messages are the frames. Times are wall-clock
+    monotonic seconds (rates and staleness are about the machine, not the possibly simulated
+    ROS clock); latencies are passed in by the node in seconds.
     """
 
     def __init__(self, streams: list[str], window: int = 300, stale_after: float = 1.0,
@@ -37,9 +55,10 @@ class RewardNodeMonitor:
         self._clock = clock
         self.started = clock()
         self.processed = 0
-        self.dropped = 0
-        self.rate_skipped = 0
+        self.dropped_by: Counter = Counter()
+        self.bad_frames = 0
         self.bad_inputs: Counter = Counter()
+        self._count_lock = threading.Lock()
         self.last_heard: dict[str, float | None] = dict.fromkeys(streams)
         self.received: Counter = Counter()
         self._done_times: deque = deque(maxlen=window)
@@ -52,19 +71,38 @@ class RewardNodeMonitor:
         self.episode_id = ''
         self.frame_index = 0
 
+    @property
+    def dropped(self) -> int:
+        """Frames dropped on purpose, all reasons."""
+        return sum(self.dropped_by.values())
+
     def heard(self, stream: str) -> None:
         """Record that ``stream`` delivered a message now."""
         self.last_heard[stream] = self._clock()
-        self.received[stream] += 1
+        with self._count_lock:
+            self.received[stream] += 1
 
-    def bad_input(self, kind: str) -> bool:
-        """Count one bad input of ``kind``; return True the first time (the node logs it then)."""
-        self.bad_inputs[kind] += 1
-        return self.bad_inputs[kind] == 1
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` frames dropped for ``reason`` (one of ``DROP_REASONS``)."""
+        if reason not in DROP_REASONS:
+            raise ValueError(f'unknown drop reason {reason!r}; one of {DROP_REASONS}')
+        with self._count_lock:
+            self.dropped_by[reason] += count
+
+    def bad_input(self, kind: str, costs_frame: bool = True) -> bool:
+        """Count one bad input of ``kind`` (and the frame it cost, if any).
+
+        Return True the first time of a kind (the node logs it then).
+        """
+        with self._count_lock:
+            self.bad_inputs[kind] += 1
+            self.bad_frames += costs_frame
+            return self.bad_inputs[kind] == 1
 
     def frame_done(self, latency: float, inference_time: float) -> None:
         """Record a published frame: latency from image stamp to publication, model time."""
-        self.processed += 1
+        with self._count_lock:
+            self.processed += 1
         self._done_times.append(self._clock())
         self._latencies.append(latency)
         self._inference.append(inference_time)
@@ -87,8 +125,13 @@ class RewardNodeMonitor:
         self._latencies.clear()
         self._inference.clear()
 
-    def report(self, pairing_stats=None) -> DiagnosticReport:
-        """Summarise the node's health now."""
+    def report(self, pairing_stats=None, pending: int = 0) -> DiagnosticReport:
+        """Summarise the node's health now.
+
+        ``pairing_stats`` (``stamp_pairing.PairingStats``) adds the frames the pairer dropped:
+        unpaired, discarded by a reset, and reference stamps that went backwards (bad frames);
+        ``pending`` is how many frames wait in the pairer, the queue or the model.
+        """
         latencies = np.asarray(self._latencies, dtype=np.float64) * 1000.0
         inference = np.asarray(self._inference, dtype=np.float64) * 1000.0
         stale = self.stale_streams()
@@ -103,8 +146,6 @@ class RewardNodeMonitor:
             'latency_p50_ms': f'{np.percentile(latencies, 50):.2f}' if latencies.size else 'n/a',
             'latency_p99_ms': f'{np.percentile(latencies, 99):.2f}' if latencies.size else 'n/a',
             'inference_mean_ms': f'{inference.mean():.2f}' if inference.size else 'n/a',
-            'dropped_frames': str(self.dropped),
-            'rate_limited_frames': str(self.rate_skipped),
             'bad_inputs': str(sum(self.bad_inputs.values())),
             'stale_streams': ','.join(stale),
             'last_error': self.error,
@@ -113,12 +154,31 @@ class RewardNodeMonitor:
             values[f'bad_input.{kind}'] = str(count)
         for stream in self.streams:
             values[f'received.{stream}'] = str(self.received[stream])
+        values.update(self._frame_accounting(pairing_stats, pending))
         if pairing_stats is not None:
-            values['unpaired_frames'] = str(pairing_stats.unpaired)
+            values['interpolated_frames'] = str(pairing_stats.interpolated)
             values['backwards_stamps'] = str(pairing_stats.backwards)
             values['timeline_resets'] = str(pairing_stats.timeline_resets)
         level, message = self._level(stale)
         return DiagnosticReport(level, message, values)
+
+    def _frame_accounting(self, stats, pending: int) -> dict[str, str]:
+        dropped = Counter(self.dropped_by)
+        bad = self.bad_frames
+        unpaired = 0
+        if stats is not None and self.streams:
+            dropped['reset'] += stats.discarded
+            bad += stats.backwards_by_stream.get(self.streams[0], 0)
+            unpaired = stats.unpaired
+        values = {
+            'received_frames': str(self.received[self.streams[0]] if self.streams else 0),
+            'dropped_frames': str(sum(dropped.values())),
+            'unpaired_frames': str(unpaired),
+            'bad_frames': str(bad),
+            'pending_frames': str(pending),
+        }
+        values.update({f'dropped.{reason}': str(dropped[reason]) for reason in DROP_REASONS})
+        return values
 
     def _level(self, stale: list[str]) -> tuple[int, str]:
         if self.error and self.state != 'active':
@@ -131,13 +191,14 @@ class RewardNodeMonitor:
         if self.bad_inputs:
             problems.append(f'{sum(self.bad_inputs.values())} bad inputs '
                             f'({", ".join(sorted(self.bad_inputs))})')
-        if self.dropped:
-            problems.append(f'{self.dropped} frames dropped (model slower than cameras)')
+        if self.dropped_by['queue']:
+            problems.append(f'{self.dropped_by["queue"]} frames dropped (model slower than '
+                            'cameras)')
         if stale:
             return STALE if len(stale) == len(self.streams) else WARN, '; '.join(problems)
         if self.bad_inputs:
             return WARN, '; '.join(problems)
         message = f'active, {self.rate_hz():.1f} Hz'
-        if self.dropped:
+        if self.dropped_by['queue']:
             message += f'; {problems[-1]}'
         return OK, message
