@@ -11,7 +11,8 @@ stream (other cameras, joint states):
   at the frame's time than either of them; a recorded rollout holds only the joint state used
   at each control step, stamped ~20 ms away from the camera frame, so nearest-within-slop alone
   loses many of its frames. Without a bracket (first or last frame, a gap in the stream) the
-  nearest message within ``slop`` is used.
+  nearest message is used if it is within ``max(slop, max_gap / 2)``: no farther than the
+  nearest message of an acceptable bracket can be.
 
 A reference frame is decided as soon as no later message can change its partners, i.e. when
 every other stream has a message stamped at or after it; same-stamp publishers (a simulator, a
@@ -202,8 +203,10 @@ class StampPairer:
             weight = (ref_stamp - before[0]) / (after[0] - before[0])
             nearest = before if weight <= 0.5 else after
             return Blend(before[1], after[1], weight), nearest[0], keep
+        bound = max(self.slop_ns, self.max_gap_ns // 2) if stream in self.interpolate \
+            else self.slop_ns
         candidates = [e for e in (before, after) if e is not None
-                      and abs(e[0] - ref_stamp) <= self.slop_ns]
+                      and abs(e[0] - ref_stamp) <= bound]
         if not candidates:
             return None
         best = min(candidates, key=lambda e: abs(e[0] - ref_stamp))

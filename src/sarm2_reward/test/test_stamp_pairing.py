@@ -138,13 +138,14 @@ def test_joint_states_are_blended_to_the_frame_stamp_when_they_bracket_it():
     assert pairer.stats.unpaired == 0
 
 
-def test_states_too_far_apart_are_not_blended_and_the_nearest_within_slop_is_used():
+def test_states_too_far_apart_are_not_blended_and_a_near_enough_one_is_used():
+    """Nearest joint state within max(slop, max_gap / 2): 25 ms here."""
     pairer = StampPairer(['cam', 'joints'], 'cam', slop_ns=10 * MS, interpolate=['joints'],
                          max_gap_ns=50 * MS)
     pairer.add('joints', 0, 'j0')
-    pairer.add('cam', 95 * MS, 'c95')
+    pairer.add('cam', 78 * MS, 'c78')
     [frame] = pairer.add('joints', 100 * MS, 'j100')       # gap 100 ms > 50 ms: no blend
-    assert frame.items['joints'] == 'j100'
+    assert frame.items['joints'] == 'j100'                 # 22 ms away: close enough
     pairer.add('cam', 160 * MS, 'c160')
     assert pairer.add('joints', 300 * MS, 'j300') == []    # nearest is 60 ms away
     assert pairer.stats.unpaired_by_stream['joints'] == 1
