@@ -29,8 +29,13 @@ PARAMETER_DOCS = {
     'value_gap': "frames between value-window frames; 0: the checkpoint's (on configure)",
     'smoothing': 'EMA factor of values before differencing into rewards, 0..<1 (on configure)',
     'output_rate': 'most frames processed per second (by header stamp); 0: every frame',
-    'pairing_slop': 's, largest stamp difference between paired camera/joint messages',
-    'max_pairing_delay': 's, how long a frame waits for partners before it is dropped',
+    'pairing_slop': 's, largest stamp difference between a frame and the nearest message of '
+                    'another camera, or its joint state when none can be interpolated',
+    'joint_interpolation_gap': 's, joint states at most this far apart that bracket a frame '
+                               'are interpolated to its stamp; otherwise the nearest one within '
+                               'max(pairing_slop, half this gap) is used (on configure)',
+    'max_pairing_delay': 's, how long a frame waits for partners before it is decided with '
+                         'what has arrived',
     'queue_size': 'paired frames waiting for the model; older ones are dropped and counted',
     'task': 'task name at startup, until SetTask or EpisodeStatus says otherwise',
     'instruction': 'instruction at startup, until SetTask or EpisodeStatus says otherwise',
@@ -57,7 +62,8 @@ PARAMETER_DOCS = {
 APPLIED_ON_CONFIGURE = ('backend', 'checkpoint', 'device', 'torch_threads', 'smoothing', 'cameras',
                         'camera_topics', 'joint_states_topic', 'stage_gap', 'value_gap',
                         'sensor_qos_reliability', 'sensor_qos_depth', 'output_qos_depth',
-                        'queue_size', 'pairing_slop', 'max_pairing_delay', 'stale_timeout',
+                        'queue_size', 'pairing_slop', 'joint_interpolation_gap',
+                        'max_pairing_delay', 'stale_timeout',
                         'lrm_endpoint', 'lrm_model', 'lrm_model_dir', 'lrm_adapter_dir',
                         'lrm_query_every', 'lrm_mode', 'lrm_timeout')
 # Parameters fixed at startup (set them on the command line or in the YAML file).
@@ -79,6 +85,7 @@ class RewardNodeConfig:
     smoothing: float = 0.5
     output_rate: float = 0.0
     pairing_slop: float = 0.02
+    joint_interpolation_gap: float = 0.2
     max_pairing_delay: float = 0.2
     queue_size: int = 2
     task: str = ''
@@ -122,7 +129,8 @@ class RewardNodeConfig:
                                  f'{getattr(self, name)}')
         if not 0.0 <= self.smoothing < 1.0:
             raise ValueError(f'smoothing must be in [0, 1), got {self.smoothing}')
-        positive = {'pairing_slop': True, 'max_pairing_delay': False, 'output_rate': True,
+        positive = {'pairing_slop': True, 'joint_interpolation_gap': True,
+                    'max_pairing_delay': False, 'output_rate': True,
                     'diagnostics_period': False, 'stale_timeout': False}
         for name, zero_ok in positive.items():
             value = getattr(self, name)
