@@ -1,19 +1,23 @@
 """Running a lifecycle node from its console script (shared by the reward and policy nodes)."""
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
+                             SingleThreadedExecutor)
 from rclpy.lifecycle import TransitionCallbackReturn
 
 
 def spin_lifecycle_node(node_class, num_threads: int, args=None) -> None:
     """Create ``node_class()``, configure + activate it if its ``autostart`` is set, and spin.
 
-    The node starts inactive unless ``node.config.autostart``; a failed configure leaves it
-    unconfigured (and saying why) rather than exiting. Ctrl-C shuts down cleanly (exit 0).
+    ``num_threads`` > 1 spins a MultiThreadedExecutor, 1 a SingleThreadedExecutor (a node that
+    runs its heavy work in its own thread). The node starts inactive unless
+    ``node.config.autostart``; a failed configure leaves it unconfigured (and saying why) rather
+    than exiting. Ctrl-C shuts down cleanly (exit 0).
     """
     rclpy.init(args=args)
     node = node_class()
-    executor = MultiThreadedExecutor(num_threads=num_threads)
+    executor = MultiThreadedExecutor(num_threads=num_threads) if num_threads > 1 \
+        else SingleThreadedExecutor()
     executor.add_node(node)
     try:
         if node.config.autostart:

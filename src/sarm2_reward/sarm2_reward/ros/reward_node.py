@@ -4,11 +4,20 @@ Lifecycle node. It starts unconfigured; ``configure`` loads the checkpoint (on f
 stays unconfigured and /diagnostics says why), ``activate`` starts processing, ``deactivate``
 stops, ``cleanup`` frees the model. ``autostart:=true`` does configure + activate at startup.
 
-Data flow: camera and joint-state subscriptions only stamp-pair their messages (no decoding,
-no model) and put complete frames in a bounded queue that drops its oldest entry when full.
-A guard condition wakes the inference callback, which runs in its own callback group (so the
-MultiThreadedExecutor keeps serving subscriptions meanwhile), decodes images, runs the backend
-and publishes.
+Data flow, built so that receiving never competes with the model for Python's interpreter lock
+(the profile behind it is in docs/benchmarks.md, reward_latency):
+
+- camera and joint-state subscriptions are raw: their callback reads the header stamp from the
+  serialized bytes, pairs it (``stamp_pairing``: nearest camera, joint states interpolated) and
+  puts complete frames in a bounded queue that drops its oldest entry, counted, when the model
+  is busy. A frame that is dropped is never deserialized;
+- one inference thread of its own (not an executor callback) takes frames oldest first,
+  deserializes and decodes them, runs the backend and publishes; optional outputs (progress,
+  reward, markers, overlay) are built only while someone subscribes;
+- everything else (subscriptions, services, timers) runs on one single-threaded executor.
+
+Every camera frame of the first camera ends in one diagnostics counter (processed, dropped by
+reason, unpaired, bad, or pending): see ``reward_diagnostics``.
 
 Topics (defaults):
     in   /camera/<name>/image_raw     sensor_msgs/Image, one per camera
@@ -17,7 +26,7 @@ Topics (defaults):
     out  /sarm2/stage_reward          sarm2_msgs/StageReward, one per processed frame
          /sarm2/progress, /sarm2/reward   std_msgs/Float32 (rqt_plot)
          /sarm2/markers               visualization_msgs/MarkerArray (RViz)
-         /sarm2/overlay/image_raw     sensor_msgs/Image, annotated (drawn only when subscribed)
+         /sarm2/overlay/image_raw     sensor_msgs/Image, annotated
          /diagnostics                 diagnostic_msgs/DiagnosticArray
 Services: ~/set_task (sarm2_msgs/SetTask), ~/reset (sarm2_msgs/ResetEpisode).
 """
@@ -27,12 +36,13 @@ import threading
 import uuid
 
 from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sarm2_msgs.msg import EpisodeStatus, StageReward
 from sarm2_msgs.srv import ResetEpisode, SetTask
 from sensor_msgs.msg import Image, JointState
@@ -51,20 +61,21 @@ from ..reward_diagnostics import OK, RewardNodeMonitor, WARN
 from .lifecycle import spin_lifecycle_node
 from ..reward_node_config import (APPLIED_ON_CONFIGURE, PARAMETER_DOCS, READ_ONLY,
                                   RewardNodeConfig)
-from ..stamp_pairing import DEFAULT_HISTORY, StampPairer
+from ..stamp_pairing import Blend, DEFAULT_HISTORY, header_stamp_ns, StampPairer
 from ..task_instructions import catalogue_instruction
 
 JOINTS = 'joint_states'
 NS = 1_000_000_000
+# Joint states are small and often much faster than the cameras (200 Hz against 30 Hz): keep
+# enough of them to cover a camera frame that arrives late.
+JOINT_HISTORY = 64
+# s: how often the inference thread, when idle, decides frames whose partners never came.
+EXPIRY_POLL = 0.05
 _RANGES = {
     'smoothing': FloatingPointRange(from_value=0.0, to_value=0.999),
     'queue_size': IntegerRange(from_value=1, to_value=100),
     'overlay_width': IntegerRange(from_value=96, to_value=4096),
 }
-
-
-def _stamp_ns(header: Header) -> int:
-    return header.stamp.sec * NS + header.stamp.nanosec
 
 
 class RewardNode(LifecycleNode):
@@ -79,10 +90,12 @@ class RewardNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._validate_parameters)
 
         self._lock = threading.Lock()        # backend + episode state (inference vs services)
-        self._input_lock = threading.Lock()  # stamp pairer (subscriptions vs resets)
+        self._input_lock = threading.Lock()  # stamp pairer (subscriptions vs inference thread)
         self._backend: RewardBackend | None = None
         self._pairer: StampPairer | None = None
         self._queue: DroppingQueue | None = None
+        self._worker: threading.Thread | None = None
+        self._in_flight = 0
         self._cameras: list[str] = []
         self._active = False
         self._generation = 0
@@ -98,10 +111,6 @@ class RewardNode(LifecycleNode):
         self._publishers_io: dict = {}
         self._monitor = RewardNodeMonitor([], stale_after=self.config.stale_timeout)
 
-        self._input_group = MutuallyExclusiveCallbackGroup()
-        self._inference_group = MutuallyExclusiveCallbackGroup()
-        self._wake_inference = self.create_guard_condition(
-            self._run_inference, callback_group=self._inference_group)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', RELIABLE)
         self._diagnostics_timer = self.create_timer(self.config.diagnostics_period,
                                                     self._publish_diagnostics)
@@ -174,11 +183,14 @@ class RewardNode(LifecycleNode):
         self._backend = backend
         self._cameras = cameras
         streams = cameras + [JOINTS]
-        # The pairer holds as many messages per stream as the subscriptions queue, so one stream
-        # lagging the other by up to that depth (large images under load) costs no frame.
-        self._pairer = StampPairer(streams, cameras[0], slop_ns=int(config.pairing_slop * NS),
-                                   max_delay_ns=int(config.max_pairing_delay * NS),
-                                   history=max(DEFAULT_HISTORY, config.sensor_qos_depth))
+        # The pairer holds at least as many messages per stream as the subscriptions queue, so
+        # one stream lagging another by up to that depth costs no frame.
+        depth = max(DEFAULT_HISTORY, config.sensor_qos_depth)
+        self._pairer = StampPairer(
+            streams, cameras[0], slop_ns=int(config.pairing_slop * NS),
+            max_delay_ns=int(config.max_pairing_delay * NS),
+            history={**dict.fromkeys(cameras, depth), JOINTS: max(JOINT_HISTORY, depth)},
+            interpolate=[JOINTS], max_gap_ns=int(config.joint_interpolation_gap * NS))
         self._queue = DroppingQueue(config.queue_size)
         self._seen_timeline_resets = self._seen_backwards = 0
         self._monitor = RewardNodeMonitor(streams, stale_after=config.stale_timeout)
@@ -186,6 +198,9 @@ class RewardNode(LifecycleNode):
         self._monitor.device = config.device
         self._create_io(config)
         self._start_episode(self._episode_id or _new_episode_id(), self._task, self._instruction)
+        self._worker = threading.Thread(target=self._inference_loop, args=(self._queue,),
+                                        name='reward_inference', daemon=True)
+        self._worker.start()
         self._monitor.state = 'inactive'
         self.get_logger().info(f'configured: model {backend.model_id} on {config.device}, '
                                f'cameras {cameras}')
@@ -200,11 +215,7 @@ class RewardNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._monitor.state = 'inactive'
-        if self._queue is not None:
-            self._queue.clear()
-        with self._input_lock:
-            if self._pairer is not None:
-                self._pairer.clear()  # frames from before the pause must not pair with later ones
+        self._discard_waiting_frames()  # frames from before the pause never pair with later ones
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -217,8 +228,21 @@ class RewardNode(LifecycleNode):
         self._monitor.state = 'finalized'
         return TransitionCallbackReturn.SUCCESS
 
-    def _release(self) -> None:
+    def destroy_node(self) -> None:
+        """Stop the inference thread before the node's entities go away."""
+        self._stop_worker()
+        super().destroy_node()
+
+    def _stop_worker(self) -> None:
         self._active = False
+        if self._queue is not None:
+            self._queue.close()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=10.0)
+        self._worker = None
+
+    def _release(self) -> None:
+        self._stop_worker()
         with self._lock:
             for subscription in self._subscriptions_io:
                 self.destroy_subscription(subscription)
@@ -228,8 +252,6 @@ class RewardNode(LifecycleNode):
             if self._backend is not None:
                 self._backend.close()
             self._backend = None
-            if self._queue is not None:
-                self._queue.close()
 
     def _create_io(self, config: RewardNodeConfig) -> None:
         sensor_qos = QoSProfile(depth=config.sensor_qos_depth,
@@ -247,71 +269,98 @@ class RewardNode(LifecycleNode):
             'markers': publish(MarkerArray, '/sarm2/markers', output_qos),
             'overlay': publish(Image, '/sarm2/overlay/image_raw', output_qos),
         }
+        # raw=True: the callback gets the serialized bytes; only frames that reach the model are
+        # ever deserialized.
         self._subscriptions_io = [
             self.create_subscription(Image, config.topic_of(camera, self._cameras),
-                                     lambda msg, c=camera: self._on_message(c, msg),
-                                     sensor_qos, callback_group=self._input_group)
+                                     lambda data, c=camera: self._on_message(c, data),
+                                     sensor_qos, raw=True)
             for camera in self._cameras]
         self._subscriptions_io.append(self.create_subscription(
-            JointState, config.joint_states_topic, lambda msg: self._on_message(JOINTS, msg),
-            sensor_qos, callback_group=self._input_group))
+            JointState, config.joint_states_topic, lambda data: self._on_message(JOINTS, data),
+            sensor_qos, raw=True))
 
-    # ---- input path: store and pair only -----------------------------------------------------
-    def _on_message(self, stream: str, msg) -> None:
+    # ---- input path: read the stamp, pair, hand over -----------------------------------------
+    def _on_message(self, stream: str, data: bytes) -> None:
         self._monitor.heard(stream)
+        is_frame = stream == self._cameras[0]
         if not self._active or self._pairer is None:
+            if is_frame:
+                self._monitor.drop('inactive')
+            return
+        try:
+            stamp = header_stamp_ns(data)
+        except ValueError as exc:
+            self._bad_input('header', f'{stream}: {exc}', costs_frame=is_frame)
             return
         with self._input_lock:
-            frames = self._pairer.add(stream, _stamp_ns(msg.header), msg)
+            frames = self._pairer.add(stream, stamp, data)
             stats = self._pairer.stats
-            generation = self._generation
         if stats.backwards > self._seen_backwards:
             self._seen_backwards = stats.backwards
+            # A frame lost this way is counted by the pairer (bad_frames in diagnostics).
             self._bad_input('stamp_backwards', f'{stream}: header stamp went back in time '
-                            '(message dropped)')
+                            '(message dropped)', costs_frame=False)
         if stats.timeline_resets > self._seen_timeline_resets:
             self._seen_timeline_resets = stats.timeline_resets
             self.get_logger().warn(f'{stream}: stamps restarted (clock reset or bag loop): '
                                    'starting a new episode')
             self._start_episode(_new_episode_id(), self._task, self._instruction)
-            return
+        self._enqueue(frames)
+
+    def _enqueue(self, frames) -> None:
+        generation = self._generation
         for frame in frames:
             if self._queue.put((generation, frame)):
-                self._monitor.dropped += 1
-        if frames:
-            self._wake_inference.trigger()
+                self._monitor.drop('queue')
 
-    # ---- inference path ------------------------------------------------------------------------
-    def _run_inference(self) -> None:
-        while self._active and self._queue is not None:
-            item = self._queue.get_nowait()
+    def _discard_waiting_frames(self) -> None:
+        """Forget paired and half-paired frames (counted as dropped by a reset)."""
+        if self._queue is not None:
+            self._monitor.drop('reset', self._queue.clear())
+        with self._input_lock:
+            if self._pairer is not None:
+                self._pairer.clear()
+
+    # ---- inference thread ----------------------------------------------------------------------
+    def _inference_loop(self, queue: DroppingQueue) -> None:
+        while not queue.closed:
+            item = queue.get(timeout=EXPIRY_POLL)
             if item is None:
-                return
+                # Idle: decide frames whose partners never came (the end of a stream).
+                with self._input_lock:
+                    frames = self._pairer.flush_expired() if self._pairer is not None else []
+                self._enqueue(frames)
+                continue
+            self._in_flight = 1
             try:
                 self._process(*item)
             except Exception as exc:  # a bug must not stop the node; it shows in diagnostics
                 self._bad_input('internal_error', f'{type(exc).__name__}: {exc}')
+            finally:
+                self._in_flight = 0
 
     def _process(self, generation: int, frame) -> None:
         with self._lock:
             backend = self._backend
-            if backend is None or generation != self._generation:
-                return  # queued before a reset: belongs to the previous episode
+            if not self._active or backend is None or generation != self._generation:
+                self._monitor.drop('reset')  # paired before a reset: the previous episode's
+                return
             config = self.config
             if config.output_rate > 0 and self._last_processed_ns is not None and \
                     frame.stamp_ns - self._last_processed_ns < NS / config.output_rate:
-                self._monitor.rate_skipped += 1
+                self._monitor.drop('rate_limit')
                 return
+            messages = {c: deserialize_message(frame.items[c], Image) for c in self._cameras}
             images = {}
-            for camera in self._cameras:
+            for camera, msg in messages.items():
                 try:
-                    images[camera] = image_msg_to_rgb(frame.items[camera])
+                    images[camera] = image_msg_to_rgb(msg)
                 except ImageDecodeError as exc:
                     self._bad_input(f'image_{exc.kind}', f'camera {camera}: {exc}')
                     return
             try:
-                joints = joint_positions(frame.items[JOINTS], list(config.joint_names),
-                                         backend.state_dim)
+                joints = self._joint_vector(frame.items[JOINTS], backend.state_dim)
             except JointStateError as exc:
                 self._bad_input(exc.kind, str(exc))
                 return
@@ -321,7 +370,7 @@ class RewardNode(LifecycleNode):
                 self._bad_input('model_input', str(exc))
                 return
             self._last_processed_ns = frame.stamp_ns
-            header = frame.items[self._cameras[0]].header
+            header = messages[self._cameras[0]].header
             index = self._frame_index
             self._frame_index += 1
             self._rewards.append(estimate.reward)
@@ -330,15 +379,30 @@ class RewardNode(LifecycleNode):
             self._monitor.frame_done(latency, estimate.inference_time)
             self._monitor.frame_index = self._frame_index
 
+    def _joint_vector(self, partner, state_dim) -> np.ndarray:
+        """Joint positions in model order; a ``Blend`` is interpolated to the frame's stamp."""
+        names = list(self.config.joint_names)
+        if not isinstance(partner, Blend):
+            return joint_positions(deserialize_message(partner, JointState), names, state_dim)
+        before = joint_positions(deserialize_message(partner.before, JointState), names,
+                                 state_dim)
+        after = joint_positions(deserialize_message(partner.after, JointState), names,
+                                state_dim)
+        return ((1.0 - partner.weight) * before + partner.weight * after).astype(np.float32)
+
     def _publish(self, estimate, header: Header, index: int, image) -> None:
         pubs = self._publishers_io
         pubs['stage_reward'].publish(stage_reward_msg(
             estimate, header, self._task, self._instruction, self._episode_id, index))
-        pubs['progress'].publish(Float32(data=float(estimate.progress)))
-        pubs['reward'].publish(Float32(data=float(estimate.reward)))
-        marker_header = Header(stamp=header.stamp,
-                               frame_id=self.config.marker_frame or header.frame_id)
-        pubs['markers'].publish(reward_markers(estimate, marker_header))
+        # The optional outputs cost the model's thread time: build them only for listeners.
+        if pubs['progress'].get_subscription_count() > 0:
+            pubs['progress'].publish(Float32(data=float(estimate.progress)))
+        if pubs['reward'].get_subscription_count() > 0:
+            pubs['reward'].publish(Float32(data=float(estimate.reward)))
+        if pubs['markers'].get_subscription_count() > 0:
+            marker_header = Header(stamp=header.stamp,
+                                   frame_id=self.config.marker_frame or header.frame_id)
+            pubs['markers'].publish(reward_markers(estimate, marker_header))
         if pubs['overlay'].get_subscription_count() > 0:
             overlay = draw_overlay(image, estimate.primitive_name,
                                    estimate.primitive_confidence, estimate.progress,
@@ -346,8 +410,8 @@ class RewardNode(LifecycleNode):
                                    width=self.config.overlay_width)
             pubs['overlay'].publish(rgb_to_image_msg(overlay, header))
 
-    def _bad_input(self, kind: str, message: str) -> None:
-        if self._monitor.bad_input(kind):
+    def _bad_input(self, kind: str, message: str, costs_frame: bool = True) -> None:
+        if self._monitor.bad_input(kind, costs_frame):
             self.get_logger().warn(f'bad input ({kind}): {message} '
                                    '(logged once per kind; counted in /diagnostics)')
         self._monitor.error = f'{kind}: {message}'
@@ -361,11 +425,7 @@ class RewardNode(LifecycleNode):
             self._frame_index = 0
             self._last_processed_ns = None
             self._rewards = deque(maxlen=self.config.sparkline_length)
-            if self._queue is not None:
-                self._queue.clear()
-            with self._input_lock:
-                if self._pairer is not None:
-                    self._pairer.clear()
+            self._discard_waiting_frames()
             if self._backend is not None:
                 self._backend.reset(task, instruction)
             self._monitor.episode_id = episode_id
@@ -406,7 +466,10 @@ class RewardNode(LifecycleNode):
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        report = self._monitor.report(self._pairer.stats if self._pairer is not None else None)
+        pairer, queue = self._pairer, self._queue
+        pending = (pairer.pending() if pairer is not None else 0) + self._in_flight \
+            + (len(queue) if queue is not None else 0)
+        report = self._monitor.report(pairer.stats if pairer is not None else None, pending)
         backend = self._backend
         if backend is not None:
             report.values.update(backend.diagnostics())
@@ -425,7 +488,7 @@ def _new_episode_id() -> str:
 
 def main(args=None) -> None:
     """Run the reward node (console script ``reward_node``)."""
-    spin_lifecycle_node(RewardNode, num_threads=3, args=args)
+    spin_lifecycle_node(RewardNode, num_threads=1, args=args)
 
 
 if __name__ == '__main__':
