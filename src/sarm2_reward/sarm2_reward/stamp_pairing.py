@@ -12,7 +12,11 @@ stream (other cameras, joint states):
   at each control step, stamped ~20 ms away from the camera frame, so nearest-within-slop alone
   loses many of its frames. Without a bracket (first or last frame, a gap in the stream) the
   nearest message is used if it is within ``max(slop, max_gap / 2)``: no farther than the
-  nearest message of an acceptable bracket can be.
+  nearest message of an acceptable bracket can be. A message at most ``fresh`` older than the
+  frame is used at once, without waiting for the next one: from a fast stream (a 200 Hz arm)
+  interpolation would change it by the motion over a few milliseconds, while the wait would
+  hold every frame (and, when frames come faster than the model, the model) for up to one
+  period of that stream.
 
 A reference frame is decided as soon as no later message can change its partners, i.e. when
 every other stream has a message stamped at or after it; same-stamp publishers (a simulator, a
@@ -113,7 +117,7 @@ class StampPairer:
     def __init__(self, streams: Sequence[str], reference: str, slop_ns: int,
                  max_delay_ns: int | None = None, history: int | dict = DEFAULT_HISTORY,
                  resync_after: int = 3, interpolate: Sequence[str] = (), max_gap_ns: int = 0,
-                 clock: Callable[[], int] = time.monotonic_ns):
+                 fresh_ns: int = 0, clock: Callable[[], int] = time.monotonic_ns):
         if reference not in streams:
             raise ValueError(f'reference stream {reference!r} is not one of {list(streams)}')
         if len(set(streams)) != len(streams):
@@ -122,8 +126,10 @@ class StampPairer:
             raise ValueError(f'interpolate must name non-reference streams, got {interpolate}')
         sizes = history if isinstance(history, dict) else dict.fromkeys(streams, history)
         self.history = {s: int(sizes.get(s, DEFAULT_HISTORY)) for s in streams}
-        if slop_ns < 0 or max_gap_ns < 0 or min(self.history.values()) < 1 or resync_after < 1:
-            raise ValueError('slop_ns and max_gap_ns must be >= 0, history and resync_after >= 1')
+        if min(slop_ns, max_gap_ns, fresh_ns) < 0 or min(self.history.values()) < 1 \
+                or resync_after < 1:
+            raise ValueError('slop_ns, max_gap_ns and fresh_ns must be >= 0, history and '
+                             'resync_after >= 1')
         self.streams = tuple(streams)
         self.reference = reference
         self.slop_ns = int(slop_ns)
@@ -131,6 +137,7 @@ class StampPairer:
         self.resync_after = resync_after
         self.interpolate = frozenset(interpolate)
         self.max_gap_ns = int(max_gap_ns)
+        self.fresh_ns = int(fresh_ns)
         self._clock = clock
         others = [s for s in streams if s != reference]
         self.stats = PairingStats(unpaired_by_stream=dict.fromkeys(others, 0),
@@ -195,9 +202,12 @@ class StampPairer:
             if entry[0] >= ref_stamp:
                 after = entry
                 break
+        keep = (before or after or (ref_stamp,))[0]
+        if after is None and before is not None and stream in self.interpolate \
+                and ref_stamp - before[0] <= self.fresh_ns:
+            return before[1], before[0], keep
         if after is None and not forced:
             return _WAIT  # a later message may still be closer, or complete a bracket
-        keep = (before or after or (ref_stamp,))[0]
         if before is not None and after is not None and after is not before \
                 and stream in self.interpolate and after[0] - before[0] <= self.max_gap_ns:
             weight = (ref_stamp - before[0]) / (after[0] - before[0])

@@ -154,6 +154,19 @@ def test_states_too_far_apart_are_not_blended_and_a_near_enough_one_is_used():
     assert pairer.stats.paired == 2
 
 
+def test_a_fresh_joint_state_is_used_without_waiting_for_the_next():
+    """A 200 Hz arm: the state 3 ms before the frame is as good as an interpolated one."""
+    pairer = StampPairer(['cam', 'joints'], 'cam', slop_ns=20 * MS, interpolate=['joints'],
+                         max_gap_ns=100 * MS, fresh_ns=5 * MS)
+    pairer.add('joints', 97 * MS, 'j97')
+    [frame] = pairer.add('cam', 100 * MS, 'c100')
+    assert frame.items['joints'] == 'j97'
+    pairer.add('joints', 150 * MS, 'j150')
+    assert pairer.add('cam', 160 * MS, 'c160') == []      # 10 ms old: wait and interpolate
+    [frame] = pairer.add('joints', 170 * MS, 'j170')
+    assert frame.items['joints'] == Blend('j150', 'j170', pytest.approx(0.5))
+
+
 def test_cameras_are_never_blended():
     pairer = StampPairer(['cam', 'wrist'], 'cam', slop_ns=5 * MS, max_gap_ns=100 * MS)
     pairer.add('wrist', 80 * MS, 'w80')
