@@ -10,10 +10,12 @@ in exactly one place, so the report satisfies
 + pending_frames`` (pending: waiting for partners or for the model; 0 once input stops):
 
 - processed: a StageReward was published for it;
-- dropped, by reason (``dropped.<reason>``): ``queue`` (a newer frame replaced it while the model
-  was busy: the model is slower than the cameras), ``rate_limit`` (``output_rate``), ``reset``
-  (a new episode, a restarted timeline or a deactivation discarded it), ``inactive`` (it arrived
-  while the node was configured but not active);
+- dropped, by reason (``dropped.<reason>``): ``superseded`` (DDS replaced it with a newer frame
+  before the node took it: a gap in the publisher's sequence numbers; with best-effort QoS a
+  frame lost on the way leaves the same gap), ``queue`` (a newer paired frame pushed it out of
+  the queue while the model was busy), ``rate_limit`` (``output_rate``), ``reset`` (a new
+  episode, a restarted timeline or a deactivation discarded it), ``inactive`` (it arrived while
+  the node was configured but not active);
 - unpaired: no partner from another stream (see ``stamp_pairing``);
 - bad: its own or a partner's message could not be used (``bad_input.<kind>`` says why).
 """
@@ -37,11 +39,13 @@ class DiagnosticReport:
     values: dict[str, str]
 
 
-DROP_REASONS = ('queue', 'rate_limit', 'reset', 'inactive')
+DROP_REASONS = ('superseded', 'queue', 'rate_limit', 'reset', 'inactive')
+# Drops that mean the model is slower than the cameras (the others were asked for).
+BUSY_REASONS = ('superseded', 'queue')
 
 
 class RewardNodeMonitor:
-    """Counters and rolling timings of the reward node, updated from several threads.
+    """Counters and rolling timings of the reward node (counters are safe to update from threads).
 
     ``streams[0]`` is the reference stream whose messages are the frames. Times are wall-clock
     monotonic seconds (rates and staleness are about the machine, not the possibly simulated
@@ -71,16 +75,11 @@ class RewardNodeMonitor:
         self.episode_id = ''
         self.frame_index = 0
 
-    @property
-    def dropped(self) -> int:
-        """Frames dropped on purpose, all reasons."""
-        return sum(self.dropped_by.values())
-
-    def heard(self, stream: str) -> None:
-        """Record that ``stream`` delivered a message now."""
+    def heard(self, stream: str, count: int = 1) -> None:
+        """Record that ``stream`` delivered ``count`` messages now."""
         self.last_heard[stream] = self._clock()
         with self._count_lock:
-            self.received[stream] += 1
+            self.received[stream] += count
 
     def drop(self, reason: str, count: int = 1) -> None:
         """Count ``count`` frames dropped for ``reason`` (one of ``DROP_REASONS``)."""
@@ -191,14 +190,14 @@ class RewardNodeMonitor:
         if self.bad_inputs:
             problems.append(f'{sum(self.bad_inputs.values())} bad inputs '
                             f'({", ".join(sorted(self.bad_inputs))})')
-        if self.dropped_by['queue']:
-            problems.append(f'{self.dropped_by["queue"]} frames dropped (model slower than '
-                            'cameras)')
+        busy = sum(self.dropped_by[reason] for reason in BUSY_REASONS)
+        if busy:
+            problems.append(f'{busy} frames dropped (model slower than cameras)')
         if stale:
             return STALE if len(stale) == len(self.streams) else WARN, '; '.join(problems)
         if self.bad_inputs:
             return WARN, '; '.join(problems)
         message = f'active, {self.rate_hz():.1f} Hz'
-        if self.dropped_by['queue']:
+        if busy:
             message += f'; {problems[-1]}'
         return OK, message

@@ -104,6 +104,8 @@ def test_every_received_frame_has_one_place_in_the_report():
     monitor.state = 'active'
     for _ in range(20):
         monitor.heard('cam')
+    monitor.heard('cam', 4)                      # a gap in sequence numbers: 4 frames DDS
+    monitor.drop('superseded', 4)                # replaced before the node took them
     for _ in range(7):
         monitor.heard('joints')                  # partners are not frames
     for _ in range(6):
@@ -116,9 +118,10 @@ def test_every_received_frame_has_one_place_in_the_report():
     stats = PairingStats(paired=9, unpaired=2, discarded=1,
                          backwards_by_stream={'cam': 1, 'joints': 4})
     values = monitor.report(stats, pending=3).values
-    assert values['received_frames'] == '20' and values['processed_frames'] == '6'
-    assert values['dropped_frames'] == '6' and values['dropped.reset'] == '1'
+    assert values['received_frames'] == '24' and values['processed_frames'] == '6'
+    assert values['dropped_frames'] == '10' and values['dropped.reset'] == '1'
     assert values['dropped.queue'] == '3' and values['dropped.inactive'] == '2'
+    assert values['dropped.superseded'] == '4'
     assert values['unpaired_frames'] == '2' and values['bad_frames'] == '3'
     assert values['bad_inputs'] == '3' and values['pending_frames'] == '3'
     parts = ('processed_frames', 'dropped_frames', 'unpaired_frames', 'bad_frames',
