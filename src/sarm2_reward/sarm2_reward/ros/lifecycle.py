@@ -9,10 +9,10 @@ from rclpy.lifecycle import TransitionCallbackReturn
 def spin_lifecycle_node(node_class, num_threads: int, args=None) -> None:
     """Create ``node_class()``, configure + activate it if its ``autostart`` is set, and spin.
 
-    ``num_threads`` > 1 spins a MultiThreadedExecutor, 1 a SingleThreadedExecutor (a node that
-    runs its heavy work in its own thread). The node starts inactive unless
-    ``node.config.autostart``; a failed configure leaves it unconfigured (and saying why) rather
-    than exiting. Ctrl-C shuts down cleanly (exit 0).
+    ``num_threads`` > 1 spins a MultiThreadedExecutor, 1 a SingleThreadedExecutor; a node with a
+    ``spin_with(executor)`` method runs its own loop on it instead of ``executor.spin()``. The
+    node starts inactive unless ``node.config.autostart``; a failed configure leaves it
+    unconfigured (and saying why) rather than exiting. Ctrl-C shuts down cleanly (exit 0).
     """
     rclpy.init(args=args)
     node = node_class()
@@ -23,7 +23,11 @@ def spin_lifecycle_node(node_class, num_threads: int, args=None) -> None:
         if node.config.autostart:
             if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 node.trigger_activate()
-        executor.spin()
+        spin_with = getattr(node, 'spin_with', None)
+        if spin_with is not None:
+            spin_with(executor)
+        else:
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
