@@ -34,14 +34,18 @@ PARAMETER_DOCS = {
     'joint_interpolation_gap': 's, joint states at most this far apart that bracket a frame '
                                'are interpolated to its stamp; otherwise the nearest one within '
                                'max(pairing_slop, half this gap) is used (on configure)',
+    'fresh_joint_age': 's, a joint state at most this much older than a frame is used without '
+                       'waiting for the next one to interpolate (a fast arm: the state changes '
+                       'little in that time); 0: always wait (on configure)',
     'max_pairing_delay': 's, how long a frame waits for partners before it is decided with '
                          'what has arrived',
     'queue_size': 'paired frames waiting for the model; older ones are dropped and counted',
     'task': 'task name at startup, until SetTask or EpisodeStatus says otherwise',
     'instruction': 'instruction at startup, until SetTask or EpisodeStatus says otherwise',
     'sensor_qos_reliability': 'camera/joint subscriptions: best_effort or reliable',
-    'sensor_qos_depth': 'history depth of camera/joint subscriptions (the pairing buffers hold '
-                        'as many, at least 16)',
+    'sensor_qos_depth': 'history depth of the camera subscriptions (1: DDS replaces a frame '
+                        'the model had no time for; counted); joint states keep at least 20 '
+                        '(on configure)',
     'output_qos_depth': 'history depth of the reward, marker and overlay publishers',
     'overlay_width': 'pixels, width of the annotated overlay image',
     'sparkline_length': 'rewards shown in the overlay sparkline',
@@ -62,7 +66,7 @@ PARAMETER_DOCS = {
 APPLIED_ON_CONFIGURE = ('backend', 'checkpoint', 'device', 'torch_threads', 'smoothing', 'cameras',
                         'camera_topics', 'joint_states_topic', 'stage_gap', 'value_gap',
                         'sensor_qos_reliability', 'sensor_qos_depth', 'output_qos_depth',
-                        'queue_size', 'pairing_slop', 'joint_interpolation_gap',
+                        'queue_size', 'pairing_slop', 'joint_interpolation_gap', 'fresh_joint_age',
                         'max_pairing_delay', 'stale_timeout',
                         'lrm_endpoint', 'lrm_model', 'lrm_model_dir', 'lrm_adapter_dir',
                         'lrm_query_every', 'lrm_mode', 'lrm_timeout')
@@ -86,12 +90,13 @@ class RewardNodeConfig:
     output_rate: float = 0.0
     pairing_slop: float = 0.02
     joint_interpolation_gap: float = 0.2
+    fresh_joint_age: float = 0.01
     max_pairing_delay: float = 0.2
     queue_size: int = 2
     task: str = ''
     instruction: str = ''
     sensor_qos_reliability: str = 'best_effort'
-    sensor_qos_depth: int = 5
+    sensor_qos_depth: int = 1
     output_qos_depth: int = 10
     overlay_width: int = 256
     sparkline_length: int = 200
@@ -129,7 +134,7 @@ class RewardNodeConfig:
                                  f'{getattr(self, name)}')
         if not 0.0 <= self.smoothing < 1.0:
             raise ValueError(f'smoothing must be in [0, 1), got {self.smoothing}')
-        positive = {'pairing_slop': True, 'joint_interpolation_gap': True,
+        positive = {'pairing_slop': True, 'joint_interpolation_gap': True, 'fresh_joint_age': True,
                     'max_pairing_delay': False, 'output_rate': True,
                     'diagnostics_period': False, 'stale_timeout': False}
         for name, zero_ok in positive.items():

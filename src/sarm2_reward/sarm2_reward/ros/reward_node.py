@@ -4,17 +4,26 @@ Lifecycle node. It starts unconfigured; ``configure`` loads the checkpoint (on f
 stays unconfigured and /diagnostics says why), ``activate`` starts processing, ``deactivate``
 stops, ``cleanup`` frees the model. ``autostart:=true`` does configure + activate at startup.
 
-Data flow, built so that receiving never competes with the model for Python's interpreter lock
-(the profile behind it is in docs/benchmarks.md, reward_latency):
+Data flow: the node takes input only when the model can use it, so a flood of frames costs
+DDS (C++) its time, not the model (the profiles behind this design are in docs/benchmarks.md,
+reward_latency). One thread does everything, in ``spin_with``:
 
-- camera and joint-state subscriptions are raw: their callback reads the header stamp from the
-  serialized bytes, pairs it (``stamp_pairing``: nearest camera, joint states interpolated) and
-  puts complete frames in a bounded queue that drops its oldest entry, counted, when the model
-  is busy. A frame that is dropped is never deserialized;
-- one inference thread of its own (not an executor callback) takes frames oldest first,
-  deserializes and decodes them, runs the backend and publishes; optional outputs (progress,
-  reward, markers, overlay) are built only while someone subscribes;
-- everything else (subscriptions, services, timers) runs on one single-threaded executor.
+1. wait on the executor for input (or a service call, or a timer);
+2. take every message DDS has delivered by now: camera subscriptions keep the last
+   ``sensor_qos_depth`` frames (default 1: DDS replaces a frame the node had no time for, and
+   the gap in the publisher's sequence numbers is counted as ``dropped.superseded``); joint
+   states keep at least ``JOINT_QOS_DEPTH`` and are taken only while a frame waits for them
+   (or to see that the stream is alive), so a 200 Hz arm does not wake the node 200 times a
+   second. Subscriptions are raw: a callback reads the header stamp from the serialized bytes
+   and pairs it (``stamp_pairing``: nearest image of the other cameras, joint states
+   interpolated); complete frames go to a bounded queue that drops its oldest entry, counted,
+   beyond ``queue_size``. A frame that is dropped is never deserialized;
+3. process the oldest queued frame: deserialize, decode, run the backend, publish. Optional
+   outputs (progress, reward, markers, overlay) are built only while someone subscribes.
+
+No second Python thread competes for the interpreter lock while the model runs: with executor
+threads receiving a flood, each of the model's many small torch calls waited for the lock and a
+2 ms step took 10-30 ms. Services and timers wait for at most one model step.
 
 Every camera frame of the first camera ends in one diagnostics counter (processed, dropped by
 reason, unpaired, bad, or pending): see ``reward_diagnostics``.
@@ -32,13 +41,15 @@ Services: ~/set_task (sarm2_msgs/SetTask), ~/reset (sarm2_msgs/ResetEpisode).
 """
 
 from collections import deque
-import threading
+import time
 import uuid
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -67,15 +78,31 @@ from ..task_instructions import catalogue_instruction
 JOINTS = 'joint_states'
 NS = 1_000_000_000
 # Joint states are small and often much faster than the cameras (200 Hz against 30 Hz): keep
-# enough of them to cover a camera frame that arrives late.
+# enough of them to cover a camera frame that arrives late (pairing) and a model step (DDS).
 JOINT_HISTORY = 64
-# s: how often the inference thread, when idle, decides frames whose partners never came.
+JOINT_QOS_DEPTH = 20
+# s: longest wait for input before frames whose partners never came are decided.
 EXPIRY_POLL = 0.05
 _RANGES = {
     'smoothing': FloatingPointRange(from_value=0.0, to_value=0.999),
     'queue_size': IntegerRange(from_value=1, to_value=100),
     'overlay_width': IntegerRange(from_value=96, to_value=4096),
 }
+
+
+class _WhenNeeded(ReentrantCallbackGroup):
+    """A callback group whose entities the executor waits on only while ``needed()`` says so.
+
+    ``CallbackGroup.can_execute`` is the executor's question "may I wait on and run this?";
+    answering no leaves the messages in DDS (keep-last) until they are useful.
+    """
+
+    def __init__(self, needed):
+        super().__init__()
+        self._needed = needed
+
+    def can_execute(self, entity) -> bool:
+        return self._needed()
 
 
 class RewardNode(LifecycleNode):
@@ -89,13 +116,11 @@ class RewardNode(LifecycleNode):
         self.config = self._read_config()
         self.add_on_set_parameters_callback(self._validate_parameters)
 
-        self._lock = threading.Lock()        # backend + episode state (inference vs services)
-        self._input_lock = threading.Lock()  # stamp pairer (subscriptions vs inference thread)
         self._backend: RewardBackend | None = None
         self._pairer: StampPairer | None = None
         self._queue: DroppingQueue | None = None
-        self._worker: threading.Thread | None = None
-        self._in_flight = 0
+        self._taken = 0                          # messages taken from DDS (drain loop)
+        self._sequence: dict[bytes, int] = {}    # publisher gid -> last frame sequence number
         self._cameras: list[str] = []
         self._active = False
         self._generation = 0
@@ -190,17 +215,16 @@ class RewardNode(LifecycleNode):
             streams, cameras[0], slop_ns=int(config.pairing_slop * NS),
             max_delay_ns=int(config.max_pairing_delay * NS),
             history={**dict.fromkeys(cameras, depth), JOINTS: max(JOINT_HISTORY, depth)},
-            interpolate=[JOINTS], max_gap_ns=int(config.joint_interpolation_gap * NS))
+            interpolate=[JOINTS], max_gap_ns=int(config.joint_interpolation_gap * NS),
+            fresh_ns=int(config.fresh_joint_age * NS))
         self._queue = DroppingQueue(config.queue_size)
         self._seen_timeline_resets = self._seen_backwards = 0
         self._monitor = RewardNodeMonitor(streams, stale_after=config.stale_timeout)
         self._monitor.model_id = backend.model_id
         self._monitor.device = config.device
+        self._sequence = {}
         self._create_io(config)
         self._start_episode(self._episode_id or _new_episode_id(), self._task, self._instruction)
-        self._worker = threading.Thread(target=self._inference_loop, args=(self._queue,),
-                                        name='reward_inference', daemon=True)
-        self._worker.start()
         self._monitor.state = 'inactive'
         self.get_logger().info(f'configured: model {backend.model_id} on {config.device}, '
                                f'cameras {cameras}')
@@ -228,60 +252,102 @@ class RewardNode(LifecycleNode):
         self._monitor.state = 'finalized'
         return TransitionCallbackReturn.SUCCESS
 
-    def destroy_node(self) -> None:
-        """Stop the inference thread before the node's entities go away."""
-        self._stop_worker()
-        super().destroy_node()
-
-    def _stop_worker(self) -> None:
-        self._active = False
-        if self._queue is not None:
-            self._queue.close()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=10.0)
-        self._worker = None
-
     def _release(self) -> None:
-        self._stop_worker()
-        with self._lock:
-            for subscription in self._subscriptions_io:
-                self.destroy_subscription(subscription)
-            for publisher in self._publishers_io.values():
-                self.destroy_lifecycle_publisher(publisher)
-            self._subscriptions_io, self._publishers_io = [], {}
-            if self._backend is not None:
-                self._backend.close()
-            self._backend = None
+        self._active = False
+        self._discard_waiting_frames()
+        for subscription in self._subscriptions_io:
+            self.destroy_subscription(subscription)
+        for publisher in self._publishers_io.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._subscriptions_io, self._publishers_io = [], {}
+        if self._backend is not None:
+            self._backend.close()
+        self._backend = None
+        self._pairer = self._queue = None
 
     def _create_io(self, config: RewardNodeConfig) -> None:
-        sensor_qos = QoSProfile(depth=config.sensor_qos_depth,
-                                history=SENSOR_DATA.history, durability=SENSOR_DATA.durability,
-                                reliability=ReliabilityPolicy.RELIABLE
-                                if config.sensor_qos_reliability == 'reliable'
-                                else ReliabilityPolicy.BEST_EFFORT)
+        reliability = ReliabilityPolicy.RELIABLE if config.sensor_qos_reliability == 'reliable' \
+            else ReliabilityPolicy.BEST_EFFORT
+
+        def sensor_qos(depth: int) -> QoSProfile:
+            return QoSProfile(depth=depth, history=SENSOR_DATA.history,
+                              durability=SENSOR_DATA.durability, reliability=reliability)
+
         output_qos = QoSProfile(depth=config.output_qos_depth, reliability=RELIABLE.reliability,
                                 history=RELIABLE.history)
-        publish = self.create_lifecycle_publisher
+
+        def publish(msg_type, topic: str):
+            # No QoS event handlers: each is one more entity in every executor wait, and a
+            # mismatched subscriber reports the incompatibility itself.
+            return self.create_lifecycle_publisher(
+                msg_type, topic, output_qos,
+                event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
         self._publishers_io = {
-            'stage_reward': publish(StageReward, '/sarm2/stage_reward', output_qos),
-            'progress': publish(Float32, '/sarm2/progress', output_qos),
-            'reward': publish(Float32, '/sarm2/reward', output_qos),
-            'markers': publish(MarkerArray, '/sarm2/markers', output_qos),
-            'overlay': publish(Image, '/sarm2/overlay/image_raw', output_qos),
+            'stage_reward': publish(StageReward, '/sarm2/stage_reward'),
+            'progress': publish(Float32, '/sarm2/progress'),
+            'reward': publish(Float32, '/sarm2/reward'),
+            'markers': publish(MarkerArray, '/sarm2/markers'),
+            'overlay': publish(Image, '/sarm2/overlay/image_raw'),
         }
         # raw=True: the callback gets the serialized bytes; only frames that reach the model are
-        # ever deserialized.
-        self._subscriptions_io = [
+        # ever deserialized. The first camera's callback also gets the message info, whose
+        # sequence numbers reveal frames DDS replaced before the node took them.
+        first, *others = self._cameras
+        self._subscriptions_io = [self.create_subscription(
+            Image, config.topic_of(first, self._cameras), self._on_frame,
+            sensor_qos(config.sensor_qos_depth), raw=True)]
+        self._subscriptions_io += [
             self.create_subscription(Image, config.topic_of(camera, self._cameras),
                                      lambda data, c=camera: self._on_message(c, data),
-                                     sensor_qos, raw=True)
-            for camera in self._cameras]
+                                     sensor_qos(config.sensor_qos_depth), raw=True)
+            for camera in others]
         self._subscriptions_io.append(self.create_subscription(
             JointState, config.joint_states_topic, lambda data: self._on_message(JOINTS, data),
-            sensor_qos, raw=True))
+            sensor_qos(max(config.sensor_qos_depth, JOINT_QOS_DEPTH)), raw=True,
+            callback_group=_WhenNeeded(self._joint_states_needed)))
+
+    def _joint_states_needed(self) -> bool:
+        """Take joint states while a frame waits for one, and often enough to see the stream."""
+        if self._pairer is not None and self._pairer.pending():
+            return True
+        heard = self._monitor.last_heard.get(JOINTS)
+        return heard is None or time.monotonic() - heard > self.config.stale_timeout / 4
+
+    # ---- the node's one thread ---------------------------------------------------------------
+    def spin_with(self, executor) -> None:
+        """Serve ``executor`` and run the model in this thread until the context shuts down."""
+        while self.context.ok():
+            # Everything DDS holds now, without waiting: the newest frames, paired.
+            taken = -1
+            while taken != self._taken and self.context.ok():
+                taken = self._taken
+                executor.spin_once(timeout_sec=0.0)
+            if self._pairer is not None:
+                self._enqueue(self._pairer.flush_expired())
+            item = self._queue.get_nowait() if self._queue is not None else None
+            if item is None:
+                executor.spin_once(timeout_sec=EXPIRY_POLL)  # idle: wait for input
+                continue
+            try:
+                self._process(*item)
+            except Exception as exc:  # a bug must not stop the node; it shows in diagnostics
+                self._bad_input('internal_error', f'{type(exc).__name__}: {exc}')
 
     # ---- input path: read the stamp, pair, hand over -----------------------------------------
+    def _on_frame(self, data: bytes, info) -> None:
+        gid = bytes(info['publisher_gid']['data'])
+        number = info['publication_sequence_number']
+        last = self._sequence.get(gid)
+        if number is not None:
+            self._sequence[gid] = number
+            if last is not None and number > last + 1:
+                skipped = number - last - 1
+                self._monitor.heard(self._cameras[0], skipped)
+                self._monitor.drop('superseded' if self._active else 'inactive', skipped)
+        self._on_message(self._cameras[0], data)
+
     def _on_message(self, stream: str, data: bytes) -> None:
+        self._taken += 1
         self._monitor.heard(stream)
         is_frame = stream == self._cameras[0]
         if not self._active or self._pairer is None:
@@ -293,9 +359,8 @@ class RewardNode(LifecycleNode):
         except ValueError as exc:
             self._bad_input('header', f'{stream}: {exc}', costs_frame=is_frame)
             return
-        with self._input_lock:
-            frames = self._pairer.add(stream, stamp, data)
-            stats = self._pairer.stats
+        frames = self._pairer.add(stream, stamp, data)
+        stats = self._pairer.stats
         if stats.backwards > self._seen_backwards:
             self._seen_backwards = stats.backwards
             # A frame lost this way is counted by the pairer (bad_frames in diagnostics).
@@ -318,66 +383,47 @@ class RewardNode(LifecycleNode):
         """Forget paired and half-paired frames (counted as dropped by a reset)."""
         if self._queue is not None:
             self._monitor.drop('reset', self._queue.clear())
-        with self._input_lock:
-            if self._pairer is not None:
-                self._pairer.clear()
+        if self._pairer is not None:
+            self._pairer.clear()
 
-    # ---- inference thread ----------------------------------------------------------------------
-    def _inference_loop(self, queue: DroppingQueue) -> None:
-        while not queue.closed:
-            item = queue.get(timeout=EXPIRY_POLL)
-            if item is None:
-                # Idle: decide frames whose partners never came (the end of a stream).
-                with self._input_lock:
-                    frames = self._pairer.flush_expired() if self._pairer is not None else []
-                self._enqueue(frames)
-                continue
-            self._in_flight = 1
-            try:
-                self._process(*item)
-            except Exception as exc:  # a bug must not stop the node; it shows in diagnostics
-                self._bad_input('internal_error', f'{type(exc).__name__}: {exc}')
-            finally:
-                self._in_flight = 0
-
+    # ---- model path ----------------------------------------------------------------------------
     def _process(self, generation: int, frame) -> None:
-        with self._lock:
-            backend = self._backend
-            if not self._active or backend is None or generation != self._generation:
-                self._monitor.drop('reset')  # paired before a reset: the previous episode's
-                return
-            config = self.config
-            if config.output_rate > 0 and self._last_processed_ns is not None and \
-                    frame.stamp_ns - self._last_processed_ns < NS / config.output_rate:
-                self._monitor.drop('rate_limit')
-                return
-            messages = {c: deserialize_message(frame.items[c], Image) for c in self._cameras}
-            images = {}
-            for camera, msg in messages.items():
-                try:
-                    images[camera] = image_msg_to_rgb(msg)
-                except ImageDecodeError as exc:
-                    self._bad_input(f'image_{exc.kind}', f'camera {camera}: {exc}')
-                    return
+        backend = self._backend
+        if not self._active or backend is None or generation != self._generation:
+            self._monitor.drop('reset')  # paired before a reset: the previous episode's
+            return
+        config = self.config
+        if config.output_rate > 0 and self._last_processed_ns is not None and \
+                frame.stamp_ns - self._last_processed_ns < NS / config.output_rate:
+            self._monitor.drop('rate_limit')
+            return
+        messages = {c: deserialize_message(frame.items[c], Image) for c in self._cameras}
+        images = {}
+        for camera, msg in messages.items():
             try:
-                joints = self._joint_vector(frame.items[JOINTS], backend.state_dim)
-            except JointStateError as exc:
-                self._bad_input(exc.kind, str(exc))
+                images[camera] = image_msg_to_rgb(msg)
+            except ImageDecodeError as exc:
+                self._bad_input(f'image_{exc.kind}', f'camera {camera}: {exc}')
                 return
-            try:
-                estimate = backend.step(images, joints, frame.stamp_ns / NS)
-            except ValueError as exc:
-                self._bad_input('model_input', str(exc))
-                return
-            self._last_processed_ns = frame.stamp_ns
-            header = messages[self._cameras[0]].header
-            index = self._frame_index
-            self._frame_index += 1
-            self._rewards.append(estimate.reward)
-            self._publish(estimate, header, index, images[self._cameras[0]])
-            latency = (self.get_clock().now().nanoseconds - frame.stamp_ns) / NS
-            self._monitor.frame_done(latency, estimate.inference_time)
-            self._monitor.frame_index = self._frame_index
+        try:
+            joints = self._joint_vector(frame.items[JOINTS], backend.state_dim)
+        except JointStateError as exc:
+            self._bad_input(exc.kind, str(exc))
+            return
+        try:
+            estimate = backend.step(images, joints, frame.stamp_ns / NS)
+        except ValueError as exc:
+            self._bad_input('model_input', str(exc))
+            return
+        self._last_processed_ns = frame.stamp_ns
+        header = messages[self._cameras[0]].header
+        index = self._frame_index
+        self._frame_index += 1
+        self._rewards.append(estimate.reward)
+        self._publish(estimate, header, index, images[self._cameras[0]])
+        latency = (self.get_clock().now().nanoseconds - frame.stamp_ns) / NS
+        self._monitor.frame_done(latency, estimate.inference_time)
+        self._monitor.frame_index = self._frame_index
 
     def _joint_vector(self, partner, state_dim) -> np.ndarray:
         """Joint positions in model order; a ``Blend`` is interpolated to the frame's stamp."""
@@ -418,18 +464,17 @@ class RewardNode(LifecycleNode):
 
     # ---- episodes ------------------------------------------------------------------------------
     def _start_episode(self, episode_id: str, task: str, instruction: str) -> None:
-        with self._lock:
-            self._generation += 1
-            self._episode_id = episode_id
-            self._task, self._instruction = task, instruction
-            self._frame_index = 0
-            self._last_processed_ns = None
-            self._rewards = deque(maxlen=self.config.sparkline_length)
-            self._discard_waiting_frames()
-            if self._backend is not None:
-                self._backend.reset(task, instruction)
-            self._monitor.episode_id = episode_id
-            self._monitor.frame_index = 0
+        self._generation += 1
+        self._episode_id = episode_id
+        self._task, self._instruction = task, instruction
+        self._frame_index = 0
+        self._last_processed_ns = None
+        self._rewards = deque(maxlen=self.config.sparkline_length)
+        self._discard_waiting_frames()
+        if self._backend is not None:
+            self._backend.reset(task, instruction)
+        self._monitor.episode_id = episode_id
+        self._monitor.frame_index = 0
 
     def _on_episode_status(self, msg: EpisodeStatus) -> None:
         if msg.state != EpisodeStatus.RUNNING or not msg.episode_id \
@@ -467,7 +512,7 @@ class RewardNode(LifecycleNode):
     # ---- diagnostics ---------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         pairer, queue = self._pairer, self._queue
-        pending = (pairer.pending() if pairer is not None else 0) + self._in_flight \
+        pending = (pairer.pending() if pairer is not None else 0) \
             + (len(queue) if queue is not None else 0)
         report = self._monitor.report(pairer.stats if pairer is not None else None, pending)
         backend = self._backend
