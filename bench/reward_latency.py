@@ -9,7 +9,8 @@ cameras and the arm and listens to /sarm2/stage_reward and /diagnostics:
 - arm: sensor_msgs/JointState at --joint-rate Hz (default 200) from its own thread, on its own
   clock, so no joint stamp equals a camera stamp (the node pairs by nearest / interpolation);
 - messages are serialized once and only their stamps rewritten, so the publisher costs little
-  CPU and a flood is limited by DDS, not by building Python messages.
+  CPU and a flood is limited by DDS, not by building Python messages; cameras and joints are
+  published from child processes of their own.
 
 For each camera count the node is measured at --rate Hz (default 30), at twice that, and
 flooded (cameras published as fast as DDS takes them, up to --flood-rate Hz). Each run reports
@@ -49,7 +50,8 @@ CAMERA_SETS = {1: ('corner',), 3: ('corner', 'topview', 'gripperPOV')}
 JOINT_NAMES = [f'joint_{i}' for i in range(7)] + ['finger_left', 'finger_right']
 # The node's frame accounting (reward_diagnostics): these add up to received_frames.
 OUTCOMES = ('processed_frames', 'dropped_frames', 'unpaired_frames', 'bad_frames')
-DROP_KEYS = ('dropped.queue', 'dropped.rate_limit', 'dropped.reset', 'dropped.inactive')
+DROP_KEYS = ('dropped.superseded', 'dropped.queue', 'dropped.rate_limit', 'dropped.reset',
+             'dropped.inactive')
 COUNTERS = ('received_frames', *OUTCOMES, *DROP_KEYS)
 DIAGNOSTICS_PERIOD = 0.25
 TARGETS = ('3 cameras at 30 Hz: >= 99% processed and p99 <= 30 ms; 1 camera: >= 100 Hz '
@@ -143,37 +145,117 @@ def _stamped(template: bytes):
     return with_stamp
 
 
+def _publisher_process(conn, kind: str, cameras, width: int, height: int) -> None:
+    """Child process: publish camera frames (``kind`` 'cameras') or joint states on command.
+
+    Publishers live in processes of their own so that a flood never competes with the joint
+    states or with the reward listener for one interpreter lock (it did: joints were late and
+    latencies included the wait).
+    """
+    import rclpy
+    from rclpy.serialization import serialize_message
+    from sarm2_reward.ros.qos import SENSOR_DATA
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Header
+
+    rclpy.init()
+    node = rclpy.create_node(f'reward_latency_{kind}')
+    if kind == 'cameras':
+        rng = np.random.default_rng(0)
+        streams = [(node.create_publisher(Image, f'/camera/{c}/image_raw', SENSOR_DATA),
+                    _stamped(serialize_message(Image(
+                        header=Header(frame_id=f'{c}_camera'), height=height, width=width,
+                        encoding='rgb8', step=width * 3,
+                        data=rng.integers(0, 255, height * width * 3, dtype=np.uint8)
+                        .tobytes())))) for c in cameras]
+    else:
+        streams = [(node.create_publisher(JointState, '/joint_states', SENSOR_DATA),
+                    _stamped(serialize_message(JointState(
+                        header=Header(frame_id='base'), name=JOINT_NAMES,
+                        position=[0.1 * i for i in range(len(JOINT_NAMES))]))))]
+    try:
+        while (command := conn.recv()) != 'stop':
+            if command == 'connected':
+                conn.send(all(p.get_subscription_count() > 0 for p, _ in streams))
+                continue
+            rate, seconds = command
+            stamps = []
+            period = 1.0 / rate
+            started = time.perf_counter()
+            next_tick = started
+            while time.perf_counter() - started < seconds:
+                now = time.time_ns()
+                for publisher, message in streams:
+                    publisher.publish(message(now))
+                stamps.append(now)
+                next_tick += period
+                delay = next_tick - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                elif delay < -period:
+                    next_tick = time.perf_counter()  # cannot keep up: as fast as possible
+            conn.send((stamps if kind == 'cameras' else len(stamps),
+                       time.perf_counter() - started))
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+class Publisher:
+    """A publisher child process (cameras or joint states) driven over a pipe."""
+
+    def __init__(self, kind: str, cameras, width: int, height: int):
+        import multiprocessing
+
+        context = multiprocessing.get_context('spawn')
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_publisher_process,
+                                       args=(child, kind, cameras, width, height), daemon=True)
+        self.process.start()
+
+    def connected(self) -> bool:
+        self.conn.send('connected')
+        return self.conn.recv()
+
+    def start(self, rate: float, seconds: float) -> None:
+        self.conn.send((rate, seconds))
+
+    def result(self):
+        return self.conn.recv()
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.conn.send('stop')
+            self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
 class Player:
-    """Publishes camera frames + joint states; records StageReward receipts and diagnostics."""
+    """Drives the camera and joint publishers; records StageReward receipts and diagnostics."""
 
     def __init__(self, node, cameras, width: int, height: int, target: str):
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.serialization import serialize_message
         from sarm2_msgs.msg import StageReward
-        from sarm2_reward.ros.qos import RELIABLE, SENSOR_DATA
-        from sensor_msgs.msg import Image, JointState
-        from std_msgs.msg import Header
+        from sarm2_reward.ros.qos import RELIABLE
 
         self.node = node
         self.target = target
-        self.image_pubs = [node.create_publisher(Image, f'/camera/{c}/image_raw', SENSOR_DATA)
-                           for c in cameras]
-        self.joint_pub = node.create_publisher(JointState, '/joint_states', SENSOR_DATA)
+        self.cameras = Publisher('cameras', cameras, width, height)
+        self.joints = Publisher('joints', cameras, width, height)
         self.reward_sub = node.create_subscription(StageReward, '/sarm2/stage_reward',
                                                    self._on_reward, RELIABLE)
         self.diagnostics_sub = node.create_subscription(DiagnosticArray, '/diagnostics',
                                                         self._on_diagnostics, RELIABLE)
-        rng = np.random.default_rng(0)
-        self.images = [_stamped(serialize_message(Image(
-            header=Header(frame_id=f'{c}_camera'), height=height, width=width, encoding='rgb8',
-            step=width * 3, data=rng.integers(0, 255, height * width * 3, dtype=np.uint8)
-            .tobytes()))) for c in cameras]
-        self.joints = _stamped(serialize_message(JointState(
-            header=Header(frame_id='base'), name=JOINT_NAMES,
-            position=[0.1 * i for i in range(len(JOINT_NAMES))])))
         self.receipts: list[tuple[int, int]] = []
         self.diagnostics: list[tuple[float, dict]] = []
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.node.destroy_subscription(self.reward_sub)
+        self.node.destroy_subscription(self.diagnostics_sub)
+        self.cameras.close()
+        self.joints.close()
 
     def _on_reward(self, msg) -> None:
         received = time.time_ns()
@@ -200,48 +282,21 @@ class Player:
         raise RuntimeError(f'no diagnostics from {self.target} for {timeout} s')
 
     def connected(self) -> bool:
-        return all(p.get_subscription_count() > 0 for p in [*self.image_pubs, self.joint_pub]) \
-            and self.reward_sub.get_publisher_count() > 0
+        return self.reward_sub.get_publisher_count() > 0 and self.cameras.connected() \
+            and self.joints.connected()
 
     def play(self, rate: float, joint_rate: float, seconds: float) -> tuple[int, set, float]:
-        """Publish cameras at ``rate`` and joints at ``joint_rate`` for ``seconds``.
+        """Publish cameras at ``rate`` for ``seconds``, joints at ``joint_rate`` around them.
 
         Return the frames published, their stamps and the seconds actually spent publishing.
         """
-        stop = threading.Event()
-        joints = threading.Thread(target=self._play_joints, args=(joint_rate, stop), daemon=True)
-        joints.start()
-        stamps = set()
-        period = 1.0 / rate
-        started = time.perf_counter()
-        next_tick = started
-        while time.perf_counter() - started < seconds:
-            now = time.time_ns()
-            for publisher, image in zip(self.image_pubs, self.images):
-                publisher.publish(image(now))
-            stamps.add(now)
-            next_tick += period
-            delay = next_tick - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -period:
-                next_tick = time.perf_counter()  # cannot keep up: publish as fast as possible
-        spent = time.perf_counter() - started
-        stop.set()
-        joints.join()
-        return len(stamps), stamps, spent
-
-    def _play_joints(self, rate: float, stop: threading.Event) -> None:
-        period = 1.0 / rate
-        next_tick = time.perf_counter()
-        while not stop.is_set():
-            self.joint_pub.publish(self.joints(time.time_ns()))
-            next_tick += period
-            delay = next_tick - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_tick = time.perf_counter()
+        margin = 0.3  # joint states before the first and after the last frame
+        self.joints.start(joint_rate, seconds + 2 * margin)
+        time.sleep(margin)
+        self.cameras.start(rate, seconds)
+        stamps, spent = self.cameras.result()
+        self.joints.result()
+        return len(stamps), set(stamps), spent
 
     def receipts_of(self, stamps: set) -> list[tuple[int, int]]:
         with self._lock:
@@ -264,11 +319,32 @@ def call_reset(node, name: str) -> None:
         node.destroy_client(client)
 
 
-def run_once(player: Player, args, rate: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """Return the user + system CPU seconds of process ``pid`` (all its threads) so far."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rpartition(')')[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def node_pid(process) -> int:
+    """Return the node's pid: the process itself, or py-spy's child when profiling."""
+    if Path(process.args[0]).name != 'py-spy':
+        return process.pid
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = Path(f'/proc/{process.pid}/task/{process.pid}/children').read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.1)
+    raise RuntimeError('py-spy did not start the node')
+
+
+def run_once(player: Player, args, rate: float, pid: int) -> dict:
     """One measurement: publish, let the node settle, account for every frame."""
     load_before = os.getloadavg()[0]
     before = player.latest_diagnostics(time.monotonic())
+    cpu_before = cpu_seconds(pid)
     sent, stamps, spent = player.play(rate, args.joint_rate, args.duration)
+    cpu = cpu_seconds(pid) - cpu_before
     time.sleep(max(1.0, 4 * DIAGNOSTICS_PERIOD))  # the last frames and rewards arrive
     after = player.latest_diagnostics(time.monotonic())
     receipts = player.receipts_of(stamps)
@@ -296,6 +372,10 @@ def run_once(player: Player, args, rate: float) -> dict:
         'p50_ms': round(float(np.percentile(latencies, 50)), 1) if latencies.size else None,
         'p99_ms': round(float(np.percentile(latencies, 99)), 1) if latencies.size else None,
         'node_inference_ms': after.get('inference_mean_ms'),
+        # CPU the node used while the cameras played (all its threads, DDS included): less
+        # sensitive to other jobs than wall-clock rates.
+        'node_cpu_percent': round(100 * cpu / spent, 1),
+        'node_cpu_ms_per_frame': round(1000 * cpu / max(node['processed_frames'], 1), 2),
     }
 
 
@@ -308,7 +388,7 @@ def start_node(args, name: str, checkpoint: Path, workdir: Path, env: dict):
         command += ['-p', param]
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-        command = ['py-spy', 'record', '--threads', '--idle', '--rate', '250', '--format', 'raw',
+        command = ['py-spy', 'record', '--threads', '--gil', '--rate', '250', '--format', 'raw',
                    '--output', str(args.profile / f'{name}.txt'), '--', *command]
     log = open(workdir / f'{name}.log', 'w')
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -345,12 +425,13 @@ def measure(args, count: int, workdir: Path, node, env: dict) -> dict:
                                    + Path(log.name).read_text()[-3000:])
             time.sleep(0.1)
         player.play(args.rate, args.joint_rate, 2.0)  # warm-up: discovery settles
+        pid = node_pid(process)
         results = {}
         for label, rate in ((f'{args.rate:g}hz', args.rate),
                             (f'{2 * args.rate:g}hz', 2 * args.rate),
                             ('flooded', args.flood_rate)):
             call_reset(node, name)
-            results[label] = run_once(player, args, rate)
+            results[label] = run_once(player, args, rate, pid)
             print(f'{count} camera(s), {label}: {json.dumps(results[label])}', flush=True)
         # Measured before and after the node's runs; other jobs on a shared machine can stall
         # either, so the faster one is the ceiling.
@@ -358,10 +439,7 @@ def measure(args, count: int, workdir: Path, node, env: dict) -> dict:
             checkpoint, cameras, args.width, args.height, baseline_seconds)), 1)
         return results
     finally:
-        node.destroy_subscription(player.reward_sub)
-        node.destroy_subscription(player.diagnostics_sub)
-        for publisher in [*player.image_pubs, player.joint_pub]:
-            node.destroy_publisher(publisher)
+        player.close()
         stop_node(process, log)
         if args.profile is not None:
             summarize_profile(args.profile / f'{name}.txt')
@@ -382,7 +460,7 @@ def summarize_profile(path: Path, top: int = 25) -> None:
         for frame in set(frames[1:]):
             inclusive[(thread, frame)] += int(count)
     total = sum(threads.values())
-    lines = [f'{path.name}: {total} samples (idle included)']
+    lines = [f'{path.name}: {total} samples of the thread holding the GIL']
     lines += [f'  thread {t}: {100 * c / total:.1f}%' for t, c in threads.most_common()]
     lines.append('  top leaf frames (thread, function):')
     lines += [f'    {100 * c / total:5.1f}%  {t}: {f}' for (t, f), c in leaves.most_common(top)]
@@ -430,7 +508,8 @@ def summarize(args, results: dict) -> dict:
 
 def print_table(args, results: dict) -> None:
     header = (f'{"run":>14} {"load":>5} {"pub":>6} {"recv":>6} {"proc":>6} {"drop":>5} '
-              f'{"unpr":>5} {"bad":>4} {"pend":>4} {"lost":>5} {"Hz":>6} {"p50":>6} {"p99":>6}')
+              f'{"unpr":>5} {"bad":>4} {"pend":>4} {"lost":>5} {"Hz":>6} {"p50":>6} {"p99":>6} '
+              f'{"cpu%":>5} {"ms/fr":>6}')
     print(header)
     for count, result in results.items():
         for label, run in result.items():
@@ -441,7 +520,8 @@ def print_table(args, results: dict) -> None:
                   f'{run["dropped"]:5d} {run["unpaired"]:5d} {run["bad"]:4d} '
                   f'{run["pending"]:4d} {run["lost_in_transport"]:5d} '
                   f'{run["processed_hz"]:6.1f} {run["p50_ms"] or 0:6.1f} '
-                  f'{run["p99_ms"] or 0:6.1f}')
+                  f'{run["p99_ms"] or 0:6.1f} {run["node_cpu_percent"]:5.0f} '
+                  f'{run["node_cpu_ms_per_frame"]:6.2f}')
         print(f'{f"{count}cam model":>14} in-process {result["in_process_hz"]:.1f} steps/s')
 
 
