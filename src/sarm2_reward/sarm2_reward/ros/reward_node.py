@@ -77,10 +77,12 @@ from ..task_instructions import catalogue_instruction
 
 JOINTS = 'joint_states'
 NS = 1_000_000_000
-# Joint states are small and often much faster than the cameras (200 Hz against 30 Hz): keep
-# enough of them to cover a camera frame that arrives late (pairing) and a model step (DDS).
+# Joint states are small and often much faster than the cameras (200 Hz against 30 Hz). The
+# pairer keeps enough of them to cover a camera frame that arrives late; DDS keeps the newest
+# few, which hold the states around the newest frame (the node takes them only when a frame
+# waits, one executor wake-up each, so a deeper queue would cost time on every frame).
 JOINT_HISTORY = 64
-JOINT_QOS_DEPTH = 20
+JOINT_QOS_DEPTH = 4
 # s: longest wait for input before frames whose partners never came are decided.
 EXPIRY_POLL = 0.05
 _RANGES = {
