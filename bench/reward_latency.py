@@ -281,6 +281,12 @@ class Player:
             time.sleep(0.05)
         raise RuntimeError(f'no diagnostics from {self.target} for {timeout} s')
 
+    def mean_diagnostic(self, key: str, start: float, end: float) -> float | None:
+        """Mean of a numeric diagnostics value over the reports received in [start, end]."""
+        with self._lock:
+            values = [float(v[key]) for t, v in self.diagnostics if start <= t <= end and key in v]
+        return round(float(np.mean(values)), 1) if values else None
+
     def connected(self) -> bool:
         return self.reward_sub.get_publisher_count() > 0 and self.cameras.connected() \
             and self.joints.connected()
@@ -343,8 +349,11 @@ def run_once(player: Player, args, rate: float, pid: int) -> dict:
     load_before = os.getloadavg()[0]
     before = player.latest_diagnostics(time.monotonic())
     cpu_before = cpu_seconds(pid)
+    started = time.monotonic()
     sent, stamps, spent = player.play(rate, args.joint_rate, args.duration)
     cpu = cpu_seconds(pid) - cpu_before
+    busy = player.mean_diagnostic('busy_percent', started + 2 * DIAGNOSTICS_PERIOD,
+                                  time.monotonic())
     time.sleep(max(1.0, 4 * DIAGNOSTICS_PERIOD))  # the last frames and rewards arrive
     after = player.latest_diagnostics(time.monotonic())
     receipts = player.receipts_of(stamps)
@@ -372,6 +381,9 @@ def run_once(player: Player, args, rate: float, pid: int) -> dict:
         'p50_ms': round(float(np.percentile(latencies, 50)), 1) if latencies.size else None,
         'p99_ms': round(float(np.percentile(latencies, 99)), 1) if latencies.size else None,
         'node_inference_ms': after.get('inference_mean_ms'),
+        # Share of the node's thread spent on frames while the cameras played (100: the model
+        # is the limit; less while the node waits for input).
+        'node_busy_percent': busy,
         # CPU the node used while the cameras played (all its threads, DDS included): less
         # sensitive to other jobs than wall-clock rates.
         'node_cpu_percent': round(100 * cpu / spent, 1),
@@ -509,7 +521,7 @@ def summarize(args, results: dict) -> dict:
 def print_table(args, results: dict) -> None:
     header = (f'{"run":>14} {"load":>5} {"pub":>6} {"recv":>6} {"proc":>6} {"drop":>5} '
               f'{"unpr":>5} {"bad":>4} {"pend":>4} {"lost":>5} {"Hz":>6} {"p50":>6} {"p99":>6} '
-              f'{"cpu%":>5} {"ms/fr":>6}')
+              f'{"cpu%":>5} {"busy%":>5} {"ms/fr":>6}')
     print(header)
     for count, result in results.items():
         for label, run in result.items():
@@ -521,7 +533,7 @@ def print_table(args, results: dict) -> None:
                   f'{run["pending"]:4d} {run["lost_in_transport"]:5d} '
                   f'{run["processed_hz"]:6.1f} {run["p50_ms"] or 0:6.1f} '
                   f'{run["p99_ms"] or 0:6.1f} {run["node_cpu_percent"]:5.0f} '
-                  f'{run["node_cpu_ms_per_frame"]:6.2f}')
+                  f'{run["node_busy_percent"] or 0:5.0f} {run["node_cpu_ms_per_frame"]:6.2f}')
         print(f'{f"{count}cam model":>14} in-process {result["in_process_hz"]:.1f} steps/s')
 
 

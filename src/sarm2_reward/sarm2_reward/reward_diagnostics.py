@@ -68,6 +68,10 @@ class RewardNodeMonitor:
         self._done_times: deque = deque(maxlen=window)
         self._latencies: deque = deque(maxlen=window)
         self._inference: deque = deque(maxlen=window)
+        # Seconds spent on frames (decode, model, publish) since the last report: with the
+        # wall time between reports, how busy the node's thread is (100%: model-bound).
+        self._busy = 0.0
+        self._busy_since = clock()
         self.state = 'unconfigured'
         self.model_id = ''
         self.device = ''
@@ -97,6 +101,10 @@ class RewardNodeMonitor:
             self.bad_inputs[kind] += 1
             self.bad_frames += costs_frame
             return self.bad_inputs[kind] == 1
+
+    def busy(self, seconds: float) -> None:
+        """Record ``seconds`` of work on one frame (processed or not)."""
+        self._busy += seconds
 
     def frame_done(self, latency: float, inference_time: float) -> None:
         """Record a published frame: latency from image stamp to publication, model time."""
@@ -145,6 +153,7 @@ class RewardNodeMonitor:
             'latency_p50_ms': f'{np.percentile(latencies, 50):.2f}' if latencies.size else 'n/a',
             'latency_p99_ms': f'{np.percentile(latencies, 99):.2f}' if latencies.size else 'n/a',
             'inference_mean_ms': f'{inference.mean():.2f}' if inference.size else 'n/a',
+            'busy_percent': f'{self._busy_percent():.1f}',
             'bad_inputs': str(sum(self.bad_inputs.values())),
             'stale_streams': ','.join(stale),
             'last_error': self.error,
@@ -160,6 +169,12 @@ class RewardNodeMonitor:
             values['timeline_resets'] = str(pairing_stats.timeline_resets)
         level, message = self._level(stale)
         return DiagnosticReport(level, message, values)
+
+    def _busy_percent(self) -> float:
+        now = self._clock()
+        span, busy = now - self._busy_since, self._busy
+        self._busy, self._busy_since = 0.0, now
+        return 100.0 * busy / span if span > 0 else 0.0
 
     def _frame_accounting(self, stats, pending: int) -> dict[str, str]:
         dropped = Counter(self.dropped_by)

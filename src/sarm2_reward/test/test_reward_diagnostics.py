@@ -76,6 +76,10 @@ def test_rates_latencies_drops_and_stale_streams():
     assert float(report.values['latency_p99_ms']) > 10.0
     assert report.values['unpaired_frames'] == '2' and report.values['backwards_stamps'] == '1'
     assert report.values['received.cam'] == '31'
+    monitor.busy(0.25)
+    clock.now += 1.0
+    assert monitor.report().values['busy_percent'] == '25.0'  # since the previous report
+    assert monitor.report().values['busy_percent'] == '0.0'
 
     monitor.drop('rate_limit', 2)
     assert 'dropped' not in monitor.report().message   # asked for, not a problem

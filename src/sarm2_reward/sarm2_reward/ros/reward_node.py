@@ -330,10 +330,12 @@ class RewardNode(LifecycleNode):
             if item is None:
                 executor.spin_once(timeout_sec=EXPIRY_POLL)  # idle: wait for input
                 continue
+            started = time.monotonic()
             try:
                 self._process(*item)
             except Exception as exc:  # a bug must not stop the node; it shows in diagnostics
                 self._bad_input('internal_error', f'{type(exc).__name__}: {exc}')
+            self._monitor.busy(time.monotonic() - started)
 
     # ---- input path: read the stamp, pair, hand over -----------------------------------------
     def _on_frame(self, data: bytes, info) -> None:
