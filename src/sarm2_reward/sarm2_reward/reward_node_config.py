@@ -44,7 +44,7 @@ PARAMETER_DOCS = {
     'instruction': 'instruction at startup, until SetTask or EpisodeStatus says otherwise',
     'sensor_qos_reliability': 'camera/joint subscriptions: best_effort or reliable',
     'sensor_qos_depth': 'history depth of the camera subscriptions (1: DDS replaces a frame '
-                        'the model had no time for; counted); joint states keep at least 4 '
+                        'the model had no time for; counted); joint states keep at least 20 '
                         '(on configure)',
     'output_qos_depth': 'history depth of the reward, marker and overlay publishers',
     'overlay_width': 'pixels, width of the annotated overlay image',

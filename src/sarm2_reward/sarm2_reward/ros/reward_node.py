@@ -8,22 +8,25 @@ Data flow: the node takes input only when the model can use it, so a flood of fr
 DDS (C++) its time, not the model (the profiles behind this design are in docs/benchmarks.md,
 reward_latency). One thread does everything, in ``spin_with``:
 
-1. wait on the executor for input (or a service call, or a timer);
-2. take every message DDS has delivered by now: camera subscriptions keep the last
+1. take every message DDS holds for the camera and joint subscriptions now, straight from the
+   subscriptions (one C call each, no executor round trip). Camera subscriptions keep the last
    ``sensor_qos_depth`` frames (default 1: DDS replaces a frame the node had no time for, and
    the gap in the publisher's sequence numbers is counted as ``dropped.superseded``); joint
-   states keep at least ``JOINT_QOS_DEPTH`` and are taken only while a frame waits for them
-   (or to see that the stream is alive), so a 200 Hz arm does not wake the node 200 times a
-   second. Subscriptions are raw: a callback reads the header stamp from the serialized bytes
-   and pairs it (``stamp_pairing``: nearest image of the other cameras, joint states
-   interpolated); complete frames go to a bounded queue that drops its oldest entry, counted,
-   beyond ``queue_size``. A frame that is dropped is never deserialized;
-3. process the oldest queued frame: deserialize, decode, run the backend, publish. Optional
-   outputs (progress, reward, markers, overlay) are built only while someone subscribes.
+   states keep at least ``JOINT_QOS_DEPTH``. Subscriptions are raw: the header stamp is read
+   from the serialized bytes and paired (``stamp_pairing``: nearest image of the other cameras,
+   joint states interpolated); complete frames go to a bounded queue that drops its oldest
+   entry, counted, beyond ``queue_size``. A frame that is dropped is never deserialized;
+2. process the oldest queued frame: deserialize, decode, run the backend, publish. Optional
+   outputs (progress, reward, markers, overlay) are built only while someone subscribes;
+3. with nothing to process, wait on the executor for input, a service call or a timer; between
+   frames, serve them every ``SERVICE_PERIOD``. Joint states do not wake the node unless a
+   frame waits for one (or to see that the stream is alive): a 200 Hz arm would otherwise wake
+   it 200 times a second.
 
 No second Python thread competes for the interpreter lock while the model runs: with executor
 threads receiving a flood, each of the model's many small torch calls waited for the lock and a
-2 ms step took 10-30 ms. Services and timers wait for at most one model step.
+2 ms step took 10-30 ms. Services and timers wait for at most one model step (or
+``SERVICE_PERIOD`` while frames stream in).
 
 Every camera frame of the first camera ends in one diagnostics counter (processed, dropped by
 reason, unpaired, bad, or pending): see ``reward_diagnostics``.
@@ -77,14 +80,14 @@ from ..task_instructions import catalogue_instruction
 
 JOINTS = 'joint_states'
 NS = 1_000_000_000
-# Joint states are small and often much faster than the cameras (200 Hz against 30 Hz). The
-# pairer keeps enough of them to cover a camera frame that arrives late; DDS keeps the newest
-# few, which hold the states around the newest frame (the node takes them only when a frame
-# waits, one executor wake-up each, so a deeper queue would cost time on every frame).
+# Joint states are small and often much faster than the cameras (200 Hz against 30 Hz): keep
+# enough of them to cover a camera frame that arrives late (pairing) and a model step (DDS).
 JOINT_HISTORY = 64
-JOINT_QOS_DEPTH = 4
+JOINT_QOS_DEPTH = 20
 # s: longest wait for input before frames whose partners never came are decided.
 EXPIRY_POLL = 0.05
+# s: while frames stream in, how often services, timers and the episode status are served.
+SERVICE_PERIOD = 0.02
 _RANGES = {
     'smoothing': FloatingPointRange(from_value=0.0, to_value=0.999),
     'queue_size': IntegerRange(from_value=1, to_value=100),
@@ -121,7 +124,7 @@ class RewardNode(LifecycleNode):
         self._backend: RewardBackend | None = None
         self._pairer: StampPairer | None = None
         self._queue: DroppingQueue | None = None
-        self._taken = 0                          # messages taken from DDS (drain loop)
+        self._inputs: list = []                  # (subscription, handler(data, info))
         self._sequence: dict[bytes, int] = {}    # publisher gid -> last frame sequence number
         self._cameras: list[str] = []
         self._active = False
@@ -261,7 +264,7 @@ class RewardNode(LifecycleNode):
             self.destroy_subscription(subscription)
         for publisher in self._publishers_io.values():
             self.destroy_lifecycle_publisher(publisher)
-        self._subscriptions_io, self._publishers_io = [], {}
+        self._subscriptions_io, self._publishers_io, self._inputs = [], {}, []
         if self._backend is not None:
             self._backend.close()
         self._backend = None
@@ -292,21 +295,21 @@ class RewardNode(LifecycleNode):
             'overlay': publish(Image, '/sarm2/overlay/image_raw'),
         }
         # raw=True: the callback gets the serialized bytes; only frames that reach the model are
-        # ever deserialized. The first camera's callback also gets the message info, whose
-        # sequence numbers reveal frames DDS replaced before the node took them.
-        first, *others = self._cameras
-        self._subscriptions_io = [self.create_subscription(
-            Image, config.topic_of(first, self._cameras), self._on_frame,
-            sensor_qos(config.sensor_qos_depth), raw=True)]
-        self._subscriptions_io += [
-            self.create_subscription(Image, config.topic_of(camera, self._cameras),
-                                     lambda data, c=camera: self._on_message(c, data),
-                                     sensor_qos(config.sensor_qos_depth), raw=True)
-            for camera in others]
-        self._subscriptions_io.append(self.create_subscription(
-            JointState, config.joint_states_topic, lambda data: self._on_message(JOINTS, data),
-            sensor_qos(max(config.sensor_qos_depth, JOINT_QOS_DEPTH)), raw=True,
-            callback_group=_WhenNeeded(self._joint_states_needed)))
+        # ever deserialized. The message info's sequence numbers reveal frames of the first
+        # camera that DDS replaced before the node took them.
+        inputs = [(Image, config.topic_of(c, self._cameras), c, config.sensor_qos_depth, None)
+                  for c in self._cameras]
+        inputs.append((JointState, config.joint_states_topic, JOINTS,
+                       max(config.sensor_qos_depth, JOINT_QOS_DEPTH),
+                       _WhenNeeded(self._joint_states_needed)))
+        self._inputs = []
+        for msg_type, topic, stream, depth, group in inputs:
+            handler = self._on_frame if stream == self._cameras[0] else \
+                (lambda data, info, s=stream: self._on_message(s, data))
+            self._inputs.append((self.create_subscription(
+                msg_type, topic, handler, sensor_qos(depth), raw=True, callback_group=group),
+                handler))
+        self._subscriptions_io = [subscription for subscription, _ in self._inputs]
 
     def _joint_states_needed(self) -> bool:
         """Take joint states while a frame waits for one, and often enough to see the stream."""
@@ -318,17 +321,15 @@ class RewardNode(LifecycleNode):
     # ---- the node's one thread ---------------------------------------------------------------
     def spin_with(self, executor) -> None:
         """Serve ``executor`` and run the model in this thread until the context shuts down."""
+        served = time.monotonic()
         while self.context.ok():
-            # Everything DDS holds now, without waiting: the newest frames, paired.
-            taken = -1
-            while taken != self._taken and self.context.ok():
-                taken = self._taken
-                executor.spin_once(timeout_sec=0.0)
+            self._take_input()
             if self._pairer is not None:
                 self._enqueue(self._pairer.flush_expired())
             item = self._queue.get_nowait() if self._queue is not None else None
             if item is None:
-                executor.spin_once(timeout_sec=EXPIRY_POLL)  # idle: wait for input
+                executor.spin_once(timeout_sec=EXPIRY_POLL)  # idle: wait for anything
+                served = time.monotonic()
                 continue
             started = time.monotonic()
             try:
@@ -336,7 +337,21 @@ class RewardNode(LifecycleNode):
             except Exception as exc:  # a bug must not stop the node; it shows in diagnostics
                 self._bad_input('internal_error', f'{type(exc).__name__}: {exc}')
             self._monitor.busy(time.monotonic() - started)
+            if started - served > SERVICE_PERIOD:
+                executor.spin_once(timeout_sec=0.0)  # services, timers, episode status
+                served = time.monotonic()
 
+    def _take_input(self) -> None:
+        """Take every message DDS holds now for the camera and joint subscriptions.
+
+        ``take_message`` is what the executor calls for a ready subscription; calling it here
+        saves an executor wait (a Python loop over every entity of the node) per message.
+        """
+        for subscription, handler in self._inputs:
+            with subscription.handle:
+                while (taken := subscription.handle.take_message(
+                        subscription.msg_type, subscription.raw)) is not None:
+                    handler(*taken)
     # ---- input path: read the stamp, pair, hand over -----------------------------------------
     def _on_frame(self, data: bytes, info) -> None:
         gid = bytes(info['publisher_gid']['data'])
@@ -351,7 +366,6 @@ class RewardNode(LifecycleNode):
         self._on_message(self._cameras[0], data)
 
     def _on_message(self, stream: str, data: bytes) -> None:
-        self._taken += 1
         self._monitor.heard(stream)
         is_frame = stream == self._cameras[0]
         if not self._active or self._pairer is None:
