@@ -115,16 +115,6 @@ def test_invalid_configuration_is_rejected():
         StampPairer(['a'], 'a', slop_ns=0).add('x', 0, None)
 
 
-class ManualClock:
-    """Monotonic nanoseconds the test moves by hand."""
-
-    def __init__(self):
-        self.now = 0
-
-    def __call__(self) -> int:
-        return self.now
-
-
 def test_joint_states_are_blended_to_the_frame_stamp_when_they_bracket_it():
     """A rollout bag: one joint state per control step, ~20 ms away from the camera frame."""
     pairer = StampPairer(['cam', 'joints'], 'cam', slop_ns=10 * MS, interpolate=['joints'],
@@ -177,14 +167,14 @@ def test_cameras_are_never_blended():
 
 def test_a_frame_is_decided_after_max_delay_even_if_nothing_else_arrives():
     """The last frame of a replayed bag: no later joint state will ever come."""
-    clock = ManualClock()
+    now = [0]  # monotonic ns, moved by hand
     pairer = StampPairer(['cam', 'joints'], 'cam', slop_ns=25 * MS, interpolate=['joints'],
-                         max_gap_ns=100 * MS, max_delay_ns=200 * MS, clock=clock)
+                         max_gap_ns=100 * MS, max_delay_ns=200 * MS, clock=lambda: now[0])
     pairer.add('joints', 980 * MS, 'j980')
     assert pairer.add('cam', 1000 * MS, 'c1000') == []
-    clock.now += 150 * MS
+    now[0] += 150 * MS
     assert pairer.flush_expired() == []
-    clock.now += 100 * MS
+    now[0] += 100 * MS
     [frame] = pairer.flush_expired()
     assert frame.items == {'cam': 'c1000', 'joints': 'j980'} and pairer.pending() == 0
 
@@ -192,10 +182,10 @@ def test_a_frame_is_decided_after_max_delay_even_if_nothing_else_arrives():
 def test_every_reference_frame_is_accounted_for():
     """Random arrival order, gaps, resets and a stamp going back: the identity always holds."""
     rng = np.random.default_rng(0)
-    clock = ManualClock()
+    now = [0]  # monotonic ns: each message's arrival time
     pairer = StampPairer(['cam', 'wrist', 'joints'], 'cam', slop_ns=12 * MS,
                          interpolate=['joints'], max_gap_ns=60 * MS, max_delay_ns=150 * MS,
-                         history={'cam': 4, 'joints': 32}, clock=clock)
+                         history={'cam': 4, 'joints': 32}, clock=lambda: now[0])
     added = paired = 0
     events = []
     for k in range(400):
@@ -207,7 +197,7 @@ def test_every_reference_frame_is_accounted_for():
             events += [(t + j * MS + int(rng.integers(0, 9)) * MS, 'joints', t + j * MS)]
     events.sort(key=lambda e: e[0])
     for i, (arrival, stream, stamp) in enumerate(events):
-        clock.now = arrival
+        now[0] = arrival
         if i == len(events) // 2:
             pairer.clear()
         added += stream == 'cam'
