@@ -62,7 +62,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--quick', action='store_true',
-                        help='6 s per measurement (about 3 minutes in total on 2 cores)')
+                        help='6 s per measurement (about 2 minutes in total on 2 cores)')
     parser.add_argument('--duration', type=float, default=20.0,
                         help='seconds per measurement (--quick: 6)')
     parser.add_argument('--rate', type=float, default=30.0,
