@@ -55,11 +55,6 @@ class DroppingQueue:
             self._items.clear()
             return count
 
-    @property
-    def closed(self) -> bool:
-        """Tell whether ``close`` was called (the worker should stop)."""
-        return self._closed
-
     def close(self) -> None:
         """Wake every waiting ``get`` (shutdown)."""
         with self._cond:
