@@ -53,12 +53,21 @@ class RewardNodeConfig:
                                  low=0.0, high=0.999, applies=ON_CONFIGURE)
     output_rate: float = parameter(0.0, 'most frames processed per second (by header stamp); '
                                    '0: every frame', low=0.0, high=10000.0)
-    pairing_slop: float = parameter(0.02, 's, largest stamp difference between paired '
-                                    'camera/joint messages', low=0.0, high=10.0,
+    pairing_slop: float = parameter(0.02, 's, largest stamp difference between a frame and the '
+                                    'nearest message of another camera, or its joint state when '
+                                    'none can be interpolated', low=0.0, high=10.0,
                                     applies=ON_CONFIGURE)
-    max_pairing_delay: float = parameter(0.2, 's, how long a frame waits for partners before '
-                                         'it is dropped', low=0.001, high=60.0,
-                                         applies=ON_CONFIGURE)
+    joint_interpolation_gap: float = parameter(
+        0.2, 's, joint states at most this far apart that bracket a frame are interpolated to '
+        'its stamp; otherwise the nearest one within max(pairing_slop, half this gap) is used',
+        low=0.0, high=10.0, applies=ON_CONFIGURE)
+    fresh_joint_age: float = parameter(
+        0.01, 's, a joint state at most this much older than a frame is used without waiting '
+        'for the next one to interpolate (a fast arm: the state changes little in that time); '
+        '0: always wait', low=0.0, high=1.0, applies=ON_CONFIGURE)
+    max_pairing_delay: float = parameter(0.2, 's, how long a frame waits for partners before it '
+                                         'is decided with what has arrived', low=0.001,
+                                         high=60.0, applies=ON_CONFIGURE)
     queue_size: int = parameter(2, 'paired frames waiting for the model; older ones are '
                                 'dropped and counted', low=1, high=100, applies=ON_CONFIGURE)
     task: str = parameter('', 'task name at startup, until SetTask or EpisodeStatus says '
@@ -68,9 +77,10 @@ class RewardNodeConfig:
     sensor_qos_reliability: str = parameter('best_effort', 'camera/joint subscriptions: '
                                             'best_effort or reliable',
                                             choices=SENSOR_RELIABILITIES, applies=ON_CONFIGURE)
-    sensor_qos_depth: int = parameter(5, 'history depth of camera/joint subscriptions (the '
-                                      'pairing buffers hold as many, at least 16)', low=1,
-                                      high=1000, applies=ON_CONFIGURE)
+    sensor_qos_depth: int = parameter(1, 'history depth of the camera subscriptions (1: DDS '
+                                      'replaces a frame the model had no time for; counted); '
+                                      'joint states keep at least 20', low=1, high=1000,
+                                      applies=ON_CONFIGURE)
     output_qos_depth: int = parameter(10, 'history depth of the reward, marker and overlay '
                                       'publishers', low=1, high=1000, applies=ON_CONFIGURE)
     overlay_width: int = parameter(256, 'pixels, width of the annotated overlay image', low=96,

@@ -79,16 +79,25 @@ def test_rates_latencies_drops_and_stale_streams():
         monitor.heard('cam')
         monitor.heard('joints')
         monitor.frame_done(latency=0.010 + 0.001 * (i == 30) * 90, inference_time=0.005)
-    report = monitor.report(PairingStats(paired=31, unpaired=2, backwards=1))
+    report = monitor.report(PairingStats(paired=31, unpaired=2, backwards=1,
+                                         backwards_by_stream={'cam': 0, 'joints': 1}))
     assert report.level == OK
     assert float(report.values['rate_hz']) == pytest.approx(30.0, rel=1e-6)
     assert float(report.values['latency_p50_ms']) == pytest.approx(10.0, abs=0.01)
     assert float(report.values['latency_p99_ms']) > 10.0
     assert report.values['unpaired_frames'] == '2' and report.values['backwards_stamps'] == '1'
     assert report.values['received.cam'] == '31'
+    monitor.busy(0.25)
+    clock.now += 1.0
+    assert monitor.report().values['busy_percent'] == '25.0'  # since the previous report
+    assert monitor.report().values['busy_percent'] == '0.0'
 
-    monitor.dropped += 3
+    monitor.drop('rate_limit', 2)
+    assert 'dropped' not in monitor.report().message   # asked for, not a problem
+    monitor.drop('queue', 3)
     assert 'dropped' in monitor.report().message and monitor.report().level == OK
+    with pytest.raises(ValueError, match='unknown drop reason'):
+        monitor.drop('because')
 
     assert monitor.bad_input('image_size') is True   # first one: the node logs it
     assert monitor.bad_input('image_size') is False  # later ones: only counted
@@ -103,3 +112,33 @@ def test_rates_latencies_drops_and_stale_streams():
     assert 'no data from cam' in report.message and report.values['rate_hz'] == '0.00'
     clock.now += 1.0
     assert monitor.report().level == STALE  # everything silent
+
+
+def test_every_received_frame_has_one_place_in_the_report():
+    monitor = RewardNodeMonitor(['cam', 'joints'])
+    monitor.state = 'active'
+    for _ in range(20):
+        monitor.heard('cam')
+    monitor.heard('cam', 4)                      # a gap in sequence numbers: 4 frames DDS
+    monitor.drop('superseded', 4)                # replaced before the node took them
+    for _ in range(7):
+        monitor.heard('joints')                  # partners are not frames
+    for _ in range(6):
+        monitor.frame_done(0.01, 0.005)
+    monitor.drop('queue', 3)
+    monitor.drop('inactive', 2)
+    monitor.bad_input('image_size')
+    monitor.bad_input('joint_nan')
+    monitor.bad_input('stamp_backwards', costs_frame=False)   # a joint state: no frame lost
+    stats = PairingStats(paired=9, unpaired=2, discarded=1,
+                         backwards_by_stream={'cam': 1, 'joints': 4})
+    values = monitor.report(stats, pending=3).values
+    assert values['received_frames'] == '24' and values['processed_frames'] == '6'
+    assert values['dropped_frames'] == '10' and values['dropped.reset'] == '1'
+    assert values['dropped.queue'] == '3' and values['dropped.inactive'] == '2'
+    assert values['dropped.superseded'] == '4'
+    assert values['unpaired_frames'] == '2' and values['bad_frames'] == '3'
+    assert values['bad_inputs'] == '3' and values['pending_frames'] == '3'
+    parts = ('processed_frames', 'dropped_frames', 'unpaired_frames', 'bad_frames',
+             'pending_frames')
+    assert sum(int(values[k]) for k in parts) == int(values['received_frames'])

@@ -81,7 +81,8 @@ def spin_node(node_class, num_threads: int = 1, args=None, name: str = '', **nod
     """Create ``node_class(**node_kwargs)``, bring it up and spin it until Ctrl-C or SIGTERM.
 
     A node with a ``finished`` future (e.g. a bag player at the end of its bag) also stops when
-    that future completes. Exits with code 2 and one line on stderr when the node cannot be
+    that future completes; a node with a ``spin_with(executor)`` method runs its own loop on the
+    executor (the reward node: one thread takes input and runs the model). Exits with code 2 and one line on stderr when the node cannot be
     created.
     """
     name = name or getattr(node_class, 'NODE_NAME', node_class.__name__)
@@ -118,7 +119,10 @@ def spin_node(node_class, num_threads: int = 1, args=None, name: str = '', **nod
         # executor so Ctrl-C is handled within WAKE_PERIOD.
         node.create_timer(WAKE_PERIOD, _awake, clock=Clock(clock_type=ClockType.STEADY_TIME))
         finished = getattr(node, 'finished', None)
-        if finished is not None:
+        spin_with = getattr(node, 'spin_with', None)
+        if spin_with is not None:
+            spin_with(executor)           # a node that runs its own loop on the executor
+        elif finished is not None:
             executor.spin_until_future_complete(finished)
         else:
             executor.spin()

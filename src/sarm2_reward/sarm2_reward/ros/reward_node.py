@@ -4,11 +4,32 @@ Lifecycle node. It starts unconfigured; ``configure`` loads the checkpoint (on f
 stays unconfigured and /diagnostics says why), ``activate`` starts processing, ``deactivate``
 stops, ``cleanup`` frees the model. ``autostart:=true`` does configure + activate at startup.
 
-Data flow: camera and joint-state subscriptions only stamp-pair their messages (no decoding,
-no model) and put complete frames in a bounded queue that drops its oldest entry when full.
-A guard condition wakes the inference callback, which runs in its own callback group (so the
-MultiThreadedExecutor keeps serving subscriptions meanwhile), decodes images, runs the backend
-and publishes.
+Data flow: the node takes input only when the model can use it, so a flood of frames costs
+DDS (C++) its time, not the model (the profiles behind this design are in docs/benchmarks.md,
+reward_latency). One thread does everything, in ``spin_with``:
+
+1. take every message DDS holds for the camera and joint subscriptions now, straight from the
+   subscriptions (one C call each, no executor round trip). Camera subscriptions keep the last
+   ``sensor_qos_depth`` frames (default 1: DDS replaces a frame the node had no time for, and
+   the gap in the publisher's sequence numbers is counted as ``dropped.superseded``); joint
+   states keep at least ``JOINT_QOS_DEPTH``. Subscriptions are raw: the header stamp is read
+   from the serialized bytes and paired (``stamp_pairing``: nearest image of the other cameras,
+   joint states interpolated); complete frames go to a bounded queue that drops its oldest
+   entry, counted, beyond ``queue_size``. A frame that is dropped is never deserialized;
+2. process the oldest queued frame: deserialize, decode, run the backend, publish. Optional
+   outputs (progress, reward, markers, overlay) are built only while someone subscribes;
+3. with nothing to process, wait on the executor for input, a service call or a timer; between
+   frames, serve them every ``SERVICE_PERIOD``. Joint states do not wake the node unless a
+   frame waits for one (or to see that the stream is alive): a 200 Hz arm would otherwise wake
+   it 200 times a second.
+
+No second Python thread competes for the interpreter lock while the model runs: with executor
+threads receiving a flood, each of the model's many small torch calls waited for the lock and a
+2 ms step took 10-30 ms. Services and timers wait for at most one model step (or
+``SERVICE_PERIOD`` while frames stream in).
+
+Every camera frame of the first camera ends in one diagnostics counter (processed, dropped by
+reason, unpaired, bad, or pending): see ``reward_diagnostics``.
 
 Topics (defaults):
     in   /camera/<name>/image_raw     sensor_msgs/Image, one per camera
@@ -17,30 +38,33 @@ Topics (defaults):
     out  /sarm2/stage_reward          sarm2_msgs/StageReward, one per processed frame
          /sarm2/progress, /sarm2/reward   std_msgs/Float32 (rqt_plot)
          /sarm2/markers               visualization_msgs/MarkerArray (RViz)
-         /sarm2/overlay/image_raw     sensor_msgs/Image, annotated (drawn only when subscribed)
+         /sarm2/overlay/image_raw     sensor_msgs/Image, annotated
          /diagnostics                 diagnostic_msgs/DiagnosticArray
 Services: ~/set_task (sarm2_msgs/SetTask), ~/reset (sarm2_msgs/ResetEpisode).
 """
 
 from collections import deque
-import threading
+import time
 import uuid
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+import numpy as np
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sarm2_common import topics
 from sarm2_common.catalogue import catalogue_instruction
 from sarm2_common.image_encoding import ImageDecodeError
 from sarm2_common.message_limits import string_problem
-from sarm2_common.ros.graph import warn_if_name_taken
 from sarm2_common.ros.conversions import (diagnostics_msg, image_msg_to_rgb, JointStateError,
                                           rgb_to_image_msg, using_cv_bridge)
+from sarm2_common.ros.graph import warn_if_name_taken
 from sarm2_common.ros.parameters import NodeParameters
 from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
 from sarm2_common.ros.spin import spin_node
-from sarm2_common.ros.stamps import NS, stamp_ns
+from sarm2_common.ros.stamps import NS
 from sarm2_msgs.msg import EpisodeStatus, StageReward
 from sarm2_msgs.srv import ResetEpisode, SetTask
 from sensor_msgs.msg import Image, JointState
@@ -53,10 +77,31 @@ from ..frame_queue import DroppingQueue
 from ..overlay import draw_overlay
 from ..reward_diagnostics import OK, RewardNodeMonitor, WARN
 from ..reward_node_config import RewardNodeConfig
-from ..stamp_pairing import DEFAULT_HISTORY, StampPairer
+from ..stamp_pairing import Blend, DEFAULT_HISTORY, header_stamp_ns, StampPairer
 
 JOINTS = 'joint_states'
 MAX_STAMP_AHEAD_NS = 5 * NS    # a camera stamp further ahead of the node clock is bogus
+# Joint states are small and often much faster than the cameras (200 Hz against 30 Hz): keep
+# enough of them to cover a camera frame that arrives late (pairing) and a model step (DDS).
+JOINT_HISTORY = 64
+JOINT_QOS_DEPTH = 20
+# s: longest wait for input before frames whose partners never came are decided.
+EXPIRY_POLL = 0.05
+# s: while frames stream in, how often services, timers and the episode status are served.
+SERVICE_PERIOD = 0.02
+class _WhenNeeded(ReentrantCallbackGroup):
+    """A callback group whose entities the executor waits on only while ``needed()`` says so.
+
+    ``CallbackGroup.can_execute`` is the executor's question "may I wait on and run this?";
+    answering no leaves the messages in DDS (keep-last) until they are useful.
+    """
+
+    def __init__(self, needed):
+        super().__init__()
+        self._needed = needed
+
+    def can_execute(self, entity) -> bool:
+        return self._needed()
 
 
 class RewardNode(LifecycleNode):
@@ -69,14 +114,14 @@ class RewardNode(LifecycleNode):
         # The factory is the seam for other reward backends (e.g. LRM): config -> RewardBackend.
         self._backend_factory = backend_factory or backend_from_config
         self._node_parameters = NodeParameters(self, RewardNodeConfig,
-                                          on_change=self._on_parameters_changed)
+                                               on_change=self._on_parameters_changed)
         self.config = self._node_parameters.config
 
-        self._lock = threading.Lock()        # backend + episode state (inference vs services)
-        self._input_lock = threading.Lock()  # stamp pairer (subscriptions vs resets)
         self._backend: RewardBackend | None = None
         self._pairer: StampPairer | None = None
         self._queue: DroppingQueue | None = None
+        self._inputs: list = []                  # (subscription, handler(data, info))
+        self._sequence: dict[bytes, int] = {}    # publisher gid -> last frame sequence number
         self._cameras: list[str] = []
         self._active = False
         self._generation = 0
@@ -93,10 +138,6 @@ class RewardNode(LifecycleNode):
         self._publishers_io: dict = {}
         self._monitor = RewardNodeMonitor([], stale_after=self.config.stale_timeout)
 
-        self._input_group = MutuallyExclusiveCallbackGroup()
-        self._inference_group = MutuallyExclusiveCallbackGroup()
-        self._wake_inference = self.create_guard_condition(
-            self._run_inference, callback_group=self._inference_group)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS_TOPIC,
                                                       RELIABLE)
         self._diagnostics_timer = self.create_timer(self.config.diagnostics_period,
@@ -135,16 +176,21 @@ class RewardNode(LifecycleNode):
         self._backend = backend
         self._cameras = cameras
         streams = cameras + [JOINTS]
-        # The pairer holds as many messages per stream as the subscriptions queue, so one stream
-        # lagging the other by up to that depth (large images under load) costs no frame.
-        self._pairer = StampPairer(streams, cameras[0], slop_ns=int(config.pairing_slop * NS),
-                                   max_delay_ns=int(config.max_pairing_delay * NS),
-                                   history=max(DEFAULT_HISTORY, config.sensor_qos_depth))
+        # The pairer holds at least as many messages per stream as the subscriptions queue, so
+        # one stream lagging another by up to that depth costs no frame.
+        depth = max(DEFAULT_HISTORY, config.sensor_qos_depth)
+        self._pairer = StampPairer(
+            streams, cameras[0], slop_ns=int(config.pairing_slop * NS),
+            max_delay_ns=int(config.max_pairing_delay * NS),
+            history={**dict.fromkeys(cameras, depth), JOINTS: max(JOINT_HISTORY, depth)},
+            interpolate=[JOINTS], max_gap_ns=int(config.joint_interpolation_gap * NS),
+            fresh_ns=int(config.fresh_joint_age * NS))
         self._queue = DroppingQueue(config.queue_size)
         self._seen_timeline_resets = self._seen_backwards = 0
         self._monitor = RewardNodeMonitor(streams, stale_after=config.stale_timeout)
         self._monitor.model_id = backend.model_id
         self._monitor.device = config.device
+        self._sequence = {}
         self._create_io(config)
         self._start_episode(self._episode_id or _new_episode_id(), self._task, self._instruction)
         self._monitor.state = 'inactive'
@@ -161,11 +207,7 @@ class RewardNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._monitor.state = 'inactive'
-        if self._queue is not None:
-            self._queue.clear()
-        with self._input_lock:
-            if self._pairer is not None:
-                self._pairer.clear()  # frames from before the pause must not pair with later ones
+        self._discard_waiting_frames()  # frames from before the pause never pair with later ones
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -180,140 +222,227 @@ class RewardNode(LifecycleNode):
 
     def _release(self) -> None:
         self._active = False
-        with self._lock:
-            for subscription in self._subscriptions_io:
-                self.destroy_subscription(subscription)
-            for publisher in self._publishers_io.values():
-                self.destroy_lifecycle_publisher(publisher)
-            self._subscriptions_io, self._publishers_io = [], {}
-            if self._backend is not None:
-                self._backend.close()
-            self._backend = None
-            if self._queue is not None:
-                self._queue.close()
+        self._discard_waiting_frames()
+        for subscription in self._subscriptions_io:
+            self.destroy_subscription(subscription)
+        for publisher in self._publishers_io.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._subscriptions_io, self._publishers_io, self._inputs = [], {}, []
+        if self._backend is not None:
+            self._backend.close()
+        self._backend = None
+        self._pairer = self._queue = None
 
     def _create_io(self, config: RewardNodeConfig) -> None:
-        sensor_qos = QoSProfile(depth=config.sensor_qos_depth,
-                                history=SENSOR_DATA.history, durability=SENSOR_DATA.durability,
-                                reliability=ReliabilityPolicy.RELIABLE
-                                if config.sensor_qos_reliability == 'reliable'
-                                else ReliabilityPolicy.BEST_EFFORT)
+        reliability = ReliabilityPolicy.RELIABLE if config.sensor_qos_reliability == 'reliable' \
+            else ReliabilityPolicy.BEST_EFFORT
+
+        def sensor_qos(depth: int) -> QoSProfile:
+            return QoSProfile(depth=depth, history=SENSOR_DATA.history,
+                              durability=SENSOR_DATA.durability, reliability=reliability)
+
         output_qos = QoSProfile(depth=config.output_qos_depth, reliability=RELIABLE.reliability,
                                 history=RELIABLE.history)
-        publish = self.create_lifecycle_publisher
-        self._publishers_io = {
-            'stage_reward': publish(StageReward, topics.STAGE_REWARD_TOPIC, output_qos),
-            'progress': publish(Float32, '/sarm2/progress', output_qos),
-            'reward': publish(Float32, '/sarm2/reward', output_qos),
-            'markers': publish(MarkerArray, '/sarm2/markers', output_qos),
-            'overlay': publish(Image, '/sarm2/overlay/image_raw', output_qos),
-        }
-        self._subscriptions_io = [
-            self.create_subscription(Image, config.topic_of(camera, self._cameras),
-                                     lambda msg, c=camera: self._on_message(c, msg),
-                                     sensor_qos, callback_group=self._input_group)
-            for camera in self._cameras]
-        self._subscriptions_io.append(self.create_subscription(
-            JointState, config.joint_states_topic, lambda msg: self._on_message(JOINTS, msg),
-            sensor_qos, callback_group=self._input_group))
 
-    # ---- input path: store and pair only -----------------------------------------------------
-    def _on_message(self, stream: str, msg) -> None:
+        def publish(msg_type, topic: str):
+            # No QoS event handlers: each is one more entity in every executor wait, and a
+            # mismatched subscriber reports the incompatibility itself.
+            return self.create_lifecycle_publisher(
+                msg_type, topic, output_qos,
+                event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
+        self._publishers_io = {
+            'stage_reward': publish(StageReward, topics.STAGE_REWARD_TOPIC),
+            'progress': publish(Float32, '/sarm2/progress'),
+            'reward': publish(Float32, '/sarm2/reward'),
+            'markers': publish(MarkerArray, '/sarm2/markers'),
+            'overlay': publish(Image, '/sarm2/overlay/image_raw'),
+        }
+        # raw=True: the callback gets the serialized bytes; only frames that reach the model are
+        # ever deserialized. The message info's sequence numbers reveal frames of the first
+        # camera that DDS replaced before the node took them.
+        inputs = [(Image, config.topic_of(c, self._cameras), c, config.sensor_qos_depth, None)
+                  for c in self._cameras]
+        inputs.append((JointState, config.joint_states_topic, JOINTS,
+                       max(config.sensor_qos_depth, JOINT_QOS_DEPTH),
+                       _WhenNeeded(self._joint_states_needed)))
+        self._inputs = []
+        for msg_type, topic, stream, depth, group in inputs:
+            handler = self._on_frame if stream == self._cameras[0] else \
+                (lambda data, info, s=stream: self._on_message(s, data))
+            self._inputs.append((self.create_subscription(
+                msg_type, topic, handler, sensor_qos(depth), raw=True, callback_group=group),
+                handler))
+        self._subscriptions_io = [subscription for subscription, _ in self._inputs]
+
+    def _joint_states_needed(self) -> bool:
+        """Take joint states while a frame waits for one, and often enough to see the stream."""
+        if self._pairer is not None and self._pairer.pending():
+            return True
+        heard = self._monitor.last_heard.get(JOINTS)
+        return heard is None or time.monotonic() - heard > self.config.stale_timeout / 4
+
+    # ---- the node's one thread ---------------------------------------------------------------
+    def spin_with(self, executor) -> None:
+        """Serve ``executor`` and run the model in this thread until the context shuts down."""
+        served = time.monotonic()
+        while self.context.ok():
+            self._take_input()
+            if self._pairer is not None:
+                self._enqueue(self._pairer.flush_expired())
+            item = self._queue.get_nowait() if self._queue is not None else None
+            if item is None:
+                executor.spin_once(timeout_sec=EXPIRY_POLL)  # idle: wait for anything
+                served = time.monotonic()
+                continue
+            started = time.monotonic()
+            try:
+                self._process(*item)
+            except Exception as exc:  # a bug must not stop the node; it shows in diagnostics
+                self._bad_input('internal_error', f'{type(exc).__name__}: {exc}')
+            self._monitor.busy(time.monotonic() - started)
+            if started - served > SERVICE_PERIOD:
+                executor.spin_once(timeout_sec=0.0)  # services, timers, episode status
+                served = time.monotonic()
+
+    def _take_input(self) -> None:
+        """Take every message DDS holds now for the camera and joint subscriptions.
+
+        ``take_message`` is what the executor calls for a ready subscription; calling it here
+        saves an executor wait (a Python loop over every entity of the node) per message.
+        """
+        for subscription, handler in self._inputs:
+            with subscription.handle:
+                while (taken := subscription.handle.take_message(
+                        subscription.msg_type, subscription.raw)) is not None:
+                    handler(*taken)
+    # ---- input path: read the stamp, pair, hand over -----------------------------------------
+    def _on_frame(self, data: bytes, info) -> None:
+        gid = bytes(info['publisher_gid']['data'])
+        number = info['publication_sequence_number']
+        last = self._sequence.get(gid)
+        if number is not None:
+            self._sequence[gid] = number
+            if last is not None and number > last + 1:
+                skipped = number - last - 1
+                self._monitor.heard(self._cameras[0], skipped)
+                self._monitor.drop('superseded' if self._active else 'inactive', skipped)
+        self._on_message(self._cameras[0], data)
+
+    def _on_message(self, stream: str, data: bytes) -> None:
         self._monitor.heard(stream)
+        is_frame = stream == self._cameras[0]
         if not self._active or self._pairer is None:
+            if is_frame:
+                self._monitor.drop('inactive')
             return
-        stamp = stamp_ns(msg.header.stamp)
+        try:
+            stamp = header_stamp_ns(data)
+        except ValueError as exc:
+            self._bad_input('header', f'{stream}: {exc}', costs_frame=is_frame)
+            return
         now = self.get_clock().now().nanoseconds
         # A stamp far ahead of the node clock is bogus (or another clock): adopting it would
         # make every later frame look like time went backwards. Before /clock starts (sim time
         # at 0) there is nothing to compare with.
         if now > 0 and stamp > now + MAX_STAMP_AHEAD_NS:
             self._bad_input('stamp_ahead', f'{stream}: header stamp {(stamp - now) / NS:.1f} s '
-                            'ahead of the node clock (message dropped)')
+                            'ahead of the node clock (message dropped)', costs_frame=is_frame)
             return
-        with self._input_lock:
-            frames = self._pairer.add(stream, stamp, msg)
-            stats = self._pairer.stats
-            generation = self._generation
+        frames = self._pairer.add(stream, stamp, data)
+        stats = self._pairer.stats
         if stats.backwards > self._seen_backwards:
             self._seen_backwards = stats.backwards
+            # A frame lost this way is counted by the pairer (bad_frames in diagnostics).
             self._bad_input('stamp_backwards', f'{stream}: header stamp went back in time '
-                            '(message dropped)')
+                            '(message dropped)', costs_frame=False)
         if stats.timeline_resets > self._seen_timeline_resets:
             self._seen_timeline_resets = stats.timeline_resets
             if self._episode_from_status:
                 # The policy node owns episode boundaries: keep its episode id.
                 self.get_logger().warn(f'{stream}: stamps restarted (clock reset?) inside '
                                        f'episode {self._episode_id}; keeping the episode')
-                return
-            self.get_logger().warn(f'{stream}: stamps restarted (clock reset or bag loop): '
-                                   'starting a new episode')
-            self._start_episode(_new_episode_id(), self._task, self._instruction)
-            return
+            else:
+                self.get_logger().warn(f'{stream}: stamps restarted (clock reset or bag loop):'
+                                       ' starting a new episode')
+                self._start_episode(_new_episode_id(), self._task, self._instruction)
+        self._enqueue(frames)
+
+    def _enqueue(self, frames) -> None:
+        generation = self._generation
         for frame in frames:
             if self._queue.put((generation, frame)):
-                self._monitor.dropped += 1
-        if frames:
-            self._wake_inference.trigger()
+                self._monitor.drop('queue')
 
-    # ---- inference path ------------------------------------------------------------------------
-    def _run_inference(self) -> None:
-        while self._active and self._queue is not None:
-            item = self._queue.get_nowait()
-            if item is None:
-                return
-            try:
-                self._process(*item)
-            except Exception as exc:  # a bug must not stop the node; it shows in diagnostics
-                self._bad_input('internal_error', f'{type(exc).__name__}: {exc}')
+    def _discard_waiting_frames(self) -> None:
+        """Forget paired and half-paired frames (counted as dropped by a reset)."""
+        if self._queue is not None:
+            self._monitor.drop('reset', self._queue.clear())
+        if self._pairer is not None:
+            self._pairer.clear()
 
+    # ---- model path ----------------------------------------------------------------------------
     def _process(self, generation: int, frame) -> None:
-        with self._lock:
-            backend = self._backend
-            if backend is None or generation != self._generation:
-                return  # queued before a reset: belongs to the previous episode
-            config = self.config
-            if config.output_rate > 0 and self._last_processed_ns is not None and \
-                    frame.stamp_ns - self._last_processed_ns < NS / config.output_rate:
-                self._monitor.rate_skipped += 1
-                return
-            images = {}
-            for camera in self._cameras:
-                try:
-                    images[camera] = image_msg_to_rgb(frame.items[camera])
-                except ImageDecodeError as exc:
-                    self._bad_input(f'image_{exc.kind}', f'camera {camera}: {exc}')
-                    return
+        backend = self._backend
+        if not self._active or backend is None or generation != self._generation:
+            self._monitor.drop('reset')  # paired before a reset: the previous episode's
+            return
+        config = self.config
+        if config.output_rate > 0 and self._last_processed_ns is not None and \
+                frame.stamp_ns - self._last_processed_ns < NS / config.output_rate:
+            self._monitor.drop('rate_limit')
+            return
+        messages = {c: deserialize_message(frame.items[c], Image) for c in self._cameras}
+        images = {}
+        for camera, msg in messages.items():
             try:
-                joints = model_joint_state(frame.items[JOINTS], config.joint_names,
-                                          backend.state_dim)
-            except JointStateError as exc:
-                self._bad_input(exc.kind, str(exc))
+                images[camera] = image_msg_to_rgb(msg)
+            except ImageDecodeError as exc:
+                self._bad_input(f'image_{exc.kind}', f'camera {camera}: {exc}')
                 return
-            try:
-                estimate = backend.step(images, joints, frame.stamp_ns / NS)
-            except ValueError as exc:
-                self._bad_input('model_input', str(exc))
-                return
-            self._last_processed_ns = frame.stamp_ns
-            header = frame.items[self._cameras[0]].header
-            index = self._frame_index
-            self._frame_index += 1
-            self._rewards.append(estimate.reward)
-            self._publish(estimate, header, index, images[self._cameras[0]])
-            latency = (self.get_clock().now().nanoseconds - frame.stamp_ns) / NS
-            self._monitor.frame_done(latency, estimate.inference_time)
-            self._monitor.frame_index = self._frame_index
+        try:
+            joints = self._joint_vector(frame.items[JOINTS], backend.state_dim)
+        except JointStateError as exc:
+            self._bad_input(exc.kind, str(exc))
+            return
+        try:
+            estimate = backend.step(images, joints, frame.stamp_ns / NS)
+        except ValueError as exc:
+            self._bad_input('model_input', str(exc))
+            return
+        self._last_processed_ns = frame.stamp_ns
+        header = messages[self._cameras[0]].header
+        index = self._frame_index
+        self._frame_index += 1
+        self._rewards.append(estimate.reward)
+        self._publish(estimate, header, index, images[self._cameras[0]])
+        latency = (self.get_clock().now().nanoseconds - frame.stamp_ns) / NS
+        self._monitor.frame_done(latency, estimate.inference_time)
+        self._monitor.frame_index = self._frame_index
+
+    def _joint_vector(self, partner, state_dim) -> np.ndarray:
+        """Joint positions in model order; a ``Blend`` is interpolated to the frame's stamp."""
+        names = self.config.joint_names
+        if not isinstance(partner, Blend):
+            return model_joint_state(deserialize_message(partner, JointState), names, state_dim)
+        before = model_joint_state(deserialize_message(partner.before, JointState), names,
+                                   state_dim)
+        after = model_joint_state(deserialize_message(partner.after, JointState), names,
+                                  state_dim)
+        return ((1.0 - partner.weight) * before + partner.weight * after).astype(np.float32)
 
     def _publish(self, estimate, header: Header, index: int, image) -> None:
         pubs = self._publishers_io
         pubs['stage_reward'].publish(stage_reward_msg(
             estimate, header, self._task, self._instruction, self._episode_id, index))
-        pubs['progress'].publish(Float32(data=float(estimate.progress)))
-        pubs['reward'].publish(Float32(data=float(estimate.reward)))
-        marker_header = Header(stamp=header.stamp,
-                               frame_id=self.config.marker_frame or header.frame_id)
-        pubs['markers'].publish(reward_markers(estimate, marker_header))
+        # The optional outputs cost the model's thread time: build them only for listeners.
+        if pubs['progress'].get_subscription_count() > 0:
+            pubs['progress'].publish(Float32(data=float(estimate.progress)))
+        if pubs['reward'].get_subscription_count() > 0:
+            pubs['reward'].publish(Float32(data=float(estimate.reward)))
+        if pubs['markers'].get_subscription_count() > 0:
+            marker_header = Header(stamp=header.stamp,
+                                   frame_id=self.config.marker_frame or header.frame_id)
+            pubs['markers'].publish(reward_markers(estimate, marker_header))
         if pubs['overlay'].get_subscription_count() > 0:
             overlay = draw_overlay(image, estimate.primitive_name,
                                    estimate.primitive_confidence, estimate.progress,
@@ -321,8 +450,8 @@ class RewardNode(LifecycleNode):
                                    width=self.config.overlay_width)
             pubs['overlay'].publish(rgb_to_image_msg(overlay, header))
 
-    def _bad_input(self, kind: str, message: str) -> None:
-        if self._monitor.bad_input(kind):
+    def _bad_input(self, kind: str, message: str, costs_frame: bool = True) -> None:
+        if self._monitor.bad_input(kind, costs_frame):
             self.get_logger().warn(f'bad input ({kind}): {message} '
                                    '(logged once per kind; counted in /diagnostics)')
         self._monitor.error = f'{kind}: {message}'
@@ -330,23 +459,18 @@ class RewardNode(LifecycleNode):
     # ---- episodes ------------------------------------------------------------------------------
     def _start_episode(self, episode_id: str, task: str, instruction: str,
                        from_status: bool = False) -> None:
-        with self._lock:
-            self._generation += 1
-            self._episode_id = episode_id
-            self._episode_from_status = from_status
-            self._task, self._instruction = task, instruction
-            self._frame_index = 0
-            self._last_processed_ns = None
-            self._rewards = deque(maxlen=self.config.sparkline_length)
-            if self._queue is not None:
-                self._queue.clear()
-            with self._input_lock:
-                if self._pairer is not None:
-                    self._pairer.clear()
-            if self._backend is not None:
-                self._backend.reset(task, instruction)
-            self._monitor.episode_id = episode_id
-            self._monitor.frame_index = 0
+        self._generation += 1
+        self._episode_id = episode_id
+        self._episode_from_status = from_status
+        self._task, self._instruction = task, instruction
+        self._frame_index = 0
+        self._last_processed_ns = None
+        self._rewards = deque(maxlen=self.config.sparkline_length)
+        self._discard_waiting_frames()
+        if self._backend is not None:
+            self._backend.reset(task, instruction)
+        self._monitor.episode_id = episode_id
+        self._monitor.frame_index = 0
 
     def _on_episode_status(self, msg: EpisodeStatus) -> None:
         if msg.state != EpisodeStatus.RUNNING or not msg.episode_id \
@@ -355,7 +479,7 @@ class RewardNode(LifecycleNode):
         problem = string_problem(msg.task, msg.instruction, msg.episode_id)
         if problem:
             self._bad_input('status_too_long', f'{topics.EPISODE_STATUS_TOPIC}: {problem} '
-                            '(message ignored)')
+                            '(message ignored)', costs_frame=False)
             return
         task = msg.task or self._task
         instruction = msg.instruction or catalogue_instruction(task) or self._instruction
@@ -397,7 +521,10 @@ class RewardNode(LifecycleNode):
     # ---- diagnostics ---------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         warn_if_name_taken(self, self._monitor.first_warning)
-        report = self._monitor.report(self._pairer.stats if self._pairer is not None else None)
+        pairer, queue = self._pairer, self._queue
+        pending = (pairer.pending() if pairer is not None else 0) \
+            + (len(queue) if queue is not None else 0)
+        report = self._monitor.report(pairer.stats if pairer is not None else None, pending)
         backend = self._backend
         if backend is not None:
             report.values.update(backend.diagnostics())
@@ -416,7 +543,7 @@ def _new_episode_id() -> str:
 
 def main(args=None) -> None:
     """Run the reward node (console script ``reward_node``)."""
-    spin_node(RewardNode, num_threads=3, args=args)
+    spin_node(RewardNode, num_threads=1, args=args)
 
 
 if __name__ == '__main__':
