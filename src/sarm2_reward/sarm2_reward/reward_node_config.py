@@ -81,8 +81,10 @@ class RewardNodeConfig:
                                       'replaces a frame the model had no time for; counted); '
                                       'joint states keep at least 20', low=1, high=1000,
                                       applies=ON_CONFIGURE)
-    output_qos_depth: int = parameter(10, 'history depth of the reward, marker and overlay '
-                                      'publishers', low=1, high=1000, applies=ON_CONFIGURE)
+    output_qos_depth: int = parameter(100, 'history depth of the reward, marker and overlay '
+                                      'publishers (reliable: a subscriber up to this many '
+                                      'messages behind loses none)', low=1, high=10000,
+                                      applies=ON_CONFIGURE)
     overlay_width: int = parameter(256, 'pixels, width of the annotated overlay image', low=96,
                                    high=4096)
     sparkline_length: int = parameter(200, 'rewards shown in the overlay sparkline', low=2,

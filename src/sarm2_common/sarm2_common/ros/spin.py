@@ -82,8 +82,8 @@ def spin_node(node_class, num_threads: int = 1, args=None, name: str = '', **nod
 
     A node with a ``finished`` future (e.g. a bag player at the end of its bag) also stops when
     that future completes; a node with a ``spin_with(executor)`` method runs its own loop on the
-    executor (the reward node: one thread takes input and runs the model). Exits with code 2 and one line on stderr when the node cannot be
-    created.
+    executor (the reward node: one thread takes input and runs the model). Exits with code 2
+    and one line on stderr when the node cannot be created.
     """
     name = name or getattr(node_class, 'NODE_NAME', node_class.__name__)
     problem = params_file_problem(args)
