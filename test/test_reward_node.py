@@ -352,18 +352,18 @@ def recorded_rollout(tmp_path_factory):
 def test_a_rollout_bag_replayed_at_1x_gets_a_reward_for_nearly_every_frame(
         ros, start_node, recorded_rollout, tmp_path):
     """replay.launch.py's setup (reliable input, simulated time from the bag) at 1x."""
-    from sarm2_common import bag_io
+    from sarm2_common import bag_io, topics
 
     bag, checkpoint = recorded_rollout
-    camera_topic = bag_io.image_topic('corner')
+    camera_topic = topics.image_topic('corner')
     frames = bag_io.topic_counts(bag)[camera_topic]
     assert frames >= 50, bag_io.topic_counts(bag)
     node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'use_sim_time:=true',
                       'sensor_qos_reliability:=reliable', 'diagnostics_period:=0.5',
                       name='rollout_reward_node')
     probe = Probe(ros, target='rollout_reward_node', reliable=True)
-    player = PeerProcess([console_script('sarm2_reward', 'bag_player'), str(bag), '--clock',
-                          '--topics', camera_topic, bag_io.JOINT_STATES_TOPIC, '/episode/status',
+    player = PeerProcess([console_script('sarm2_bringup', 'bag_player'), str(bag), '--clock',
+                          '--topics', camera_topic, topics.JOINT_STATES_TOPIC, '/episode/status',
                           '--wait-for-subscribers', '1', '--rate', '1.0',
                           '--ros-args', '-p', 'start_delay:=3.0'], 'bag_player', tmp_path)
     from rosgraph_msgs.msg import Clock
@@ -817,3 +817,4 @@ def test_two_reward_nodes_with_one_name_are_reported(ros, start_node, two_camera
                                                                       + second.output()):
         time.sleep(0.2)
     assert 'nodes are named /reward_node' in first.output() + second.output()
+
