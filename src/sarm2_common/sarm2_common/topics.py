@@ -1,4 +1,8 @@
-"""Topic names of the stack, named once (the live graph and the bag layout share them)."""
+"""Topic names of the stack, named once (the live graph and the bag layout share them).
+
+Also the reliability choices of sensor subscriptions (``sarm2_common.ros.qos.sensor_qos``), so
+ROS-free node configs can validate them.
+"""
 
 IMAGE_TOPIC_PREFIX = '/camera/'
 IMAGE_TOPIC_SUFFIX = '/image_raw'
@@ -6,6 +10,8 @@ JOINT_STATES_TOPIC = '/joint_states'
 EPISODE_STATUS_TOPIC = '/episode/status'
 STAGE_REWARD_TOPIC = '/sarm2/stage_reward'
 DIAGNOSTICS_TOPIC = '/diagnostics'
+# best_effort matches every camera driver; reliable is needed for large frames (see qos.py).
+SENSOR_RELIABILITIES = ('best_effort', 'reliable')
 
 
 def image_topic(camera: str) -> str:

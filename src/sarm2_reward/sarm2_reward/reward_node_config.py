@@ -12,13 +12,12 @@ import re
 
 from sarm2_common.node_parameters import (AT_STARTUP, check_fields, ON_CONFIGURE, parameter,
                                           parameter_names)
-from sarm2_common.topics import image_topic
+from sarm2_common.topics import image_topic, SENSOR_RELIABILITIES
 
 from .backend import BACKENDS
 from .labeling import DEFAULT_SMOOTHING
 from .lrm.questions import QUESTIONS
 
-SENSOR_RELIABILITIES = ('best_effort', 'reliable')
 _DEVICE = re.compile(r'^(cpu|cuda(:\d+)?)$')
 
 @dataclass
@@ -75,7 +74,8 @@ class RewardNodeConfig:
     instruction: str = parameter('', 'instruction at startup, until SetTask or EpisodeStatus '
                                  'says otherwise', applies=AT_STARTUP)
     sensor_qos_reliability: str = parameter('best_effort', 'camera/joint subscriptions: '
-                                            'best_effort or reliable',
+                                            'best_effort (any driver) or reliable (large '
+                                            'frames: needs a reliable publisher)',
                                             choices=SENSOR_RELIABILITIES, applies=ON_CONFIGURE)
     sensor_qos_depth: int = parameter(1, 'history depth of the camera subscriptions (1: DDS '
                                       'replaces a frame the model had no time for; counted); '

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sarm2_common.node_parameters import (AT_STARTUP, check_fields, NEXT_EPISODE, ON_CONFIGURE,
                                           parameter, parameter_names)
-from sarm2_common.topics import image_topic
+from sarm2_common.topics import image_topic, SENSOR_RELIABILITIES
 from spiral_policy.episode_runner import COMMAND_INTERFACES, CommandMapping, EpisodeLimits
 from spiral_policy.safety import SafetyConfig
 from spiral_policy.vla import ChunkExecutorConfig, EXECUTION_MODES
@@ -32,6 +32,10 @@ class PolicyNodeConfig:
     residual_checkpoint: str = parameter('', 'SPIRAL residual directory (spiral_update --out); '
                                          'empty: base policy only. Runs base + residual with '
                                          'best-of-k candidates by Q', applies=ON_CONFIGURE)
+    torch_threads: int = parameter(1, 'CPU threads for inference (a batch of one small model: '
+                                   'more threads mostly spin-wait and stall the control loop '
+                                   'on a small machine); 0: torch default', low=0, high=256,
+                                   applies=ON_CONFIGURE)
     openpi_host: str = parameter('localhost', 'openpi policy server host',
                                  applies=ON_CONFIGURE)
     openpi_port: int = parameter(8000, 'openpi policy server port', low=1, high=65535,
@@ -56,6 +60,10 @@ class PolicyNodeConfig:
     joint_names: tuple[str, ...] = parameter((), 'joints taken from joint states, in policy '
                                              'order; empty: message order',
                                              applies=ON_CONFIGURE)
+    sensor_qos_reliability: str = parameter('best_effort', 'camera/joint/pose subscriptions: '
+                                            'best_effort (any driver) or reliable (large '
+                                            'frames: needs a reliable publisher)',
+                                            choices=SENSOR_RELIABILITIES, applies=ON_CONFIGURE)
     ee_pose_topic: str = parameter('/arm/ee_pose', 'geometry_msgs/PoseStamped end-effector '
                                    'position (workspace box)', applies=ON_CONFIGURE)
     reward_topic: str = parameter('/sarm2/stage_reward', 'sarm2_msgs/StageReward topic (success '

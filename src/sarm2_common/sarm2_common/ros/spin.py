@@ -24,6 +24,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
 WAKE_PERIOD = 0.2   # s, longest wait before a signal is handled
+GIL_SWITCH_INTERVAL = 0.0005   # s, for nodes on a MultiThreadedExecutor (see spin_node)
 # Problems at startup that are the user's to fix (parameters, files, interfaces), not bugs.
 STARTUP_ERRORS = (ValueError, TypeError, OSError, ImportError, rclpy_implementation.RCLError)
 
@@ -109,6 +110,12 @@ def spin_node(node_class, num_threads: int = 1, args=None, name: str = '', **nod
     # was created; MultiThreadedExecutor would run them in a pool thread.
     executor = (SingleThreadedExecutor() if num_threads == 1
                 else MultiThreadedExecutor(num_threads=num_threads))
+    if num_threads > 1:
+        # rclpy's MultiThreadedExecutor re-yields a submitted callback until a pool thread has
+        # started it, holding the GIL in between; with Python's 5 ms GIL switch interval that
+        # loop starved the policy node's control thread (100 control steps at 20 Hz took
+        # 14-23 s instead of 5 s, ticks up to 1 s late, on 2 cores). At 0.5 ms: 5.2-5.6 s.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     executor.add_node(node)
     try:
         if isinstance(node, LifecycleNode) and node.config.autostart:

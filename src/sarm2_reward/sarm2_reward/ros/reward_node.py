@@ -52,7 +52,7 @@ import numpy as np
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
 from sarm2_common import topics
 from sarm2_common.catalogue import catalogue_instruction
@@ -62,7 +62,7 @@ from sarm2_common.ros.conversions import (diagnostics_msg, image_msg_to_rgb, Joi
                                           rgb_to_image_msg, using_cv_bridge)
 from sarm2_common.ros.graph import warn_if_name_taken
 from sarm2_common.ros.parameters import NodeParameters
-from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
+from sarm2_common.ros.qos import LATCHED, RELIABLE, sensor_qos
 from sarm2_common.ros.spin import spin_node
 from sarm2_common.ros.stamps import NS
 from sarm2_msgs.msg import EpisodeStatus, StageReward
@@ -234,13 +234,6 @@ class RewardNode(LifecycleNode):
         self._pairer = self._queue = None
 
     def _create_io(self, config: RewardNodeConfig) -> None:
-        reliability = ReliabilityPolicy.RELIABLE if config.sensor_qos_reliability == 'reliable' \
-            else ReliabilityPolicy.BEST_EFFORT
-
-        def sensor_qos(depth: int) -> QoSProfile:
-            return QoSProfile(depth=depth, history=SENSOR_DATA.history,
-                              durability=SENSOR_DATA.durability, reliability=reliability)
-
         output_qos = QoSProfile(depth=config.output_qos_depth, reliability=RELIABLE.reliability,
                                 history=RELIABLE.history)
 
@@ -269,8 +262,9 @@ class RewardNode(LifecycleNode):
         for msg_type, topic, stream, depth, group in inputs:
             handler = self._on_frame if stream == self._cameras[0] else \
                 (lambda data, info, s=stream: self._on_message(s, data))
+            qos = sensor_qos(config.sensor_qos_reliability, depth)
             self._inputs.append((self.create_subscription(
-                msg_type, topic, handler, sensor_qos(depth), raw=True, callback_group=group),
+                msg_type, topic, handler, qos, raw=True, callback_group=group),
                 handler))
         self._subscriptions_io = [subscription for subscription, _ in self._inputs]
 

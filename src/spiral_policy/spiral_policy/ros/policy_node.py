@@ -51,7 +51,7 @@ from sarm2_common.message_limits import string_problem
 from sarm2_common.ros.conversions import diagnostics_msg, image_msg_to_rgb, joint_positions
 from sarm2_common.ros.graph import warn_if_name_taken
 from sarm2_common.ros.parameters import NodeParameters
-from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
+from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA, sensor_qos
 from sarm2_common.ros.spin import spin_node
 from sarm2_common.ros.stamps import NS, stamp_seconds, time_msg
 from sarm2_msgs.action import RunEpisode
@@ -134,7 +134,6 @@ class PolicyNode(LifecycleNode):
         self._action_server = None
         self._timer = None
         self._last_tick: float | None = None
-        self._input_group = MutuallyExclusiveCallbackGroup()
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._estop_group = MutuallyExclusiveCallbackGroup()
         self._action_group = ReentrantCallbackGroup()
@@ -217,6 +216,12 @@ class PolicyNode(LifecycleNode):
             episode.finished.wait(timeout)
 
     def _load_policy(self, config: PolicyNodeConfig):
+        if config.torch_threads:
+            # torch's default (one thread per core) made inference stall the control loop for
+            # up to 0.9 s on 2 cores beside the simulator and the reward node.
+            import torch
+
+            torch.set_num_threads(config.torch_threads)
         base = self._load_base_policy(config)
         if not config.residual_checkpoint:
             return base
@@ -243,26 +248,33 @@ class PolicyNode(LifecycleNode):
 
     def _create_interfaces(self) -> None:
         config = self.config
-        group = self._input_group
+        # One group per input: a topic's messages are handled in order, different topics in
+        # parallel. With one shared exclusive group, a handler that lost the group to another
+        # topic re-triggered the executor, which then rebuilt its wait set in Python (see
+        # spin_node on what that busy loop costs the control loop).
+        def group():
+            return MutuallyExclusiveCallbackGroup()
+
+        sensor = sensor_qos(config.sensor_qos_reliability, SENSOR_DATA.depth)
         for camera in config.cameras:
             self._io.append(self.create_subscription(
                 Image, config.topic_of(camera),
-                lambda msg, c=camera: self._store(f'camera/{c}', msg), SENSOR_DATA,
-                callback_group=group))
+                lambda msg, c=camera: self._store(f'camera/{c}', msg), sensor,
+                callback_group=group()))
         self._io.append(self.create_subscription(
             JointState, config.joint_states_topic, lambda msg: self._store('joint_states', msg),
-            SENSOR_DATA, callback_group=group))
+            sensor, callback_group=group()))
         if config.ee_pose_topic:
             self._io.append(self.create_subscription(
                 PoseStamped, config.ee_pose_topic, lambda msg: self._store('ee_pose', msg),
-                SENSOR_DATA, callback_group=group))
+                sensor, callback_group=group()))
         self._io.append(self.create_subscription(StageReward, config.reward_topic,
                                                  self._on_reward, RELIABLE,
-                                                 callback_group=group))
+                                                 callback_group=group()))
         if config.success_source == 'sim':
             self._io.append(self.create_subscription(SimGroundTruth, config.ground_truth_topic,
                                                      self._on_ground_truth, RELIABLE,
-                                                     callback_group=group))
+                                                     callback_group=group()))
         self._publishers_io = {
             'command': self.create_publisher(_COMMAND_TYPES[config.command_interface],
                                              config.command_topic, RELIABLE),
