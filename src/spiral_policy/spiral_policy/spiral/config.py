@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 REWARD_SOURCES = ('dense', 'sparse')
+TRANSITIONS = ('frame', 'chunk')
+MC_TARGETS = ('rewards', 'terminal', 'terminal_success')
 
 
 @dataclass
@@ -32,6 +34,12 @@ class SpiralConfig:
     gamma: float = 0.99
     # Weight of the Monte-Carlo return in the critic target (1 - alpha goes to the TD target).
     mc_alpha: float = 0.5
+    # Which Monte-Carlo return (targets.py): 'rewards' is the observed discounted return of
+    # this config's rewards; 'terminal' is the anchor's p * gamma^(steps remaining) with p = 1;
+    # 'terminal_success' the same with p = the observed outcome (1 success, 0 failure).
+    mc_target: str = 'rewards'
+    # Where transitions start: every frame (the anchor) or only at the policy's chunk starts.
+    transitions: str = 'frame'
     # TD3 target smoothing, in action units, applied to the next-state action.
     target_noise: float = 0.1
     target_noise_clip: float = 0.25
@@ -85,6 +93,10 @@ class SpiralConfig:
         if self.action_low >= self.action_high:
             raise ValueError(f'SpiralConfig.action_low ({self.action_low}) must be below '
                              f'action_high ({self.action_high})')
+        for name, allowed in (('mc_target', MC_TARGETS), ('transitions', TRANSITIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f'SpiralConfig.{name} must be one of {allowed}, '
+                                 f'got {getattr(self, name)!r}')
         if self.reward_source not in REWARD_SOURCES:
             raise ValueError(f'SpiralConfig.reward_source must be one of {REWARD_SOURCES}, '
                              f'got {self.reward_source!r}')

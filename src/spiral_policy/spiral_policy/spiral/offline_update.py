@@ -38,6 +38,12 @@ REPORT_FILE = 'round_report.json'
 # Episode.metadata keys a recorder may use for the base policy's own output.
 BASE_CHUNKS_KEY = 'base_chunks'     # float [N, H, A], one chunk per chunk start
 BASE_ACTIONS_KEY = 'base_actions'   # float [T, A], the base action of every step
+# float [T, H, A]: the base chunk at every frame (per-frame transitions); ``prepare_round``
+# stores the chunks it recomputes here, so an episode used in several rounds is computed once.
+FRAME_BASE_CHUNKS_KEY = 'frame_base_chunks'
+# Rollouts of a deployed residual record ``<base id>+spiral:<residual id>`` as their policy id;
+# their recorded "base" actions are the deployed policy's (base + residual), not the base's.
+RESIDUAL_POLICY_MARK = '+spiral:'
 
 
 @dataclass
@@ -82,15 +88,26 @@ def episode_problem(episode: Episode, config: SpiralConfig, task: str | None) ->
 
 
 def recorded_base_chunks(episode: Episode, config: SpiralConfig) -> np.ndarray | None:
-    """Return the base policy's chunks recorded in the episode metadata, or None if absent."""
+    """Return the base policy's chunks recorded in the episode metadata, or None if absent.
+
+    Per frame ([T, H, A]) when recorded so; otherwise one per chunk start. Actions recorded by a
+    deployed residual policy are not the base's and are ignored (None).
+    """
+    frame_chunks = episode.metadata.get(FRAME_BASE_CHUNKS_KEY)
+    expected = (config.chunk_size, config.action_dim)
+    if frame_chunks is not None:
+        frame_chunks = np.asarray(frame_chunks, np.float32)
+        if frame_chunks.shape == (len(episode), *expected):
+            return frame_chunks
+    if config.transitions == 'frame':
+        return None
     starts = chunk_starts(len(episode), config.chunk_size)
     chunks = episode.metadata.get(BASE_CHUNKS_KEY)
     if chunks is not None:
         chunks = np.asarray(chunks, np.float32)
-        expected = (len(starts), config.chunk_size, config.action_dim)
-        return chunks if chunks.shape == expected else None
+        return chunks if chunks.shape == (len(starts), *expected) else None
     actions = episode.metadata.get(BASE_ACTIONS_KEY)
-    if actions is None:
+    if actions is None or RESIDUAL_POLICY_MARK in str(episode.metadata.get('policy_id', '')):
         return None
     actions = np.asarray(actions, np.float32)
     if actions.shape != (len(episode), config.action_dim):
@@ -100,21 +117,31 @@ def recorded_base_chunks(episode: Episode, config: SpiralConfig) -> np.ndarray |
 
 
 def recompute_base_chunks(episode: Episode, base: VlaPolicy, config: SpiralConfig) -> np.ndarray:
-    """Query the frozen base policy on the recorded observations at every chunk start."""
+    """Query the frozen base policy on the recorded observations of every frame, [T, H, A].
+
+    Kept in the episode's metadata (``FRAME_BASE_CHUNKS_KEY``) for later rounds.
+    """
     base.reset()
     chunks = []
-    for start in chunk_starts(len(episode), config.chunk_size):
-        obs = PolicyObservation(images={c: episode.images[c][start] for c in episode.images},
-                                joint_positions=episode.joint_positions[start],
+    for frame in range(len(episode)):
+        obs = PolicyObservation(images={c: episode.images[c][frame] for c in episode.images},
+                                joint_positions=episode.joint_positions[frame],
                                 instruction=episode.instruction)
         chunks.append(check_chunk(base.select_action(obs), config.chunk_size, config.action_dim))
-    return np.stack(chunks).astype(np.float32)
+    chunks = np.stack(chunks).astype(np.float32)
+    episode.metadata[FRAME_BASE_CHUNKS_KEY] = chunks
+    return chunks
 
 
 def prepare_round(episodes: list[Episode], labeler: RewardLabeler | None, config: SpiralConfig,
                   task: str | None = None, base: VlaPolicy | None = None,
                   progress: bool = False) -> RoundData:
-    """Check, relabel and convert episodes; ``labeler`` None is allowed for sparse rewards."""
+    """Check, relabel and convert episodes; ``labeler`` None is allowed for sparse rewards.
+
+    Base chunks come from the episode where it recorded the base's own (``recorded_base_chunks``);
+    otherwise ``base`` recomputes them at every frame (exact for a deterministic base such as the
+    compact VLA); without either, the episode is skipped.
+    """
     data = RoundData()
     for episode in tqdm(episodes, desc='relabel', disable=not progress, unit='episode'):
         problem = episode_problem(episode, config, task)
@@ -124,8 +151,9 @@ def prepare_round(episodes: list[Episode], labeler: RewardLabeler | None, config
         base_chunks = recorded_base_chunks(episode, config)
         if base_chunks is None:
             if base is None:
-                data.skip(episode.episode_id, 'no base actions recorded and no base policy '
-                          'given to recompute them (pass --base-checkpoint)')
+                data.skip(episode.episode_id, 'no base chunks recorded for these transitions '
+                          f'({config.transitions}) and no base policy given to recompute them '
+                          '(pass --base-checkpoint)')
                 continue
             base_chunks = recompute_base_chunks(episode, base, config)
         if labeler is None:
