@@ -310,3 +310,41 @@ def test_chunk_transitions_take_the_chunk_starts_of_per_frame_base_chunks():
         build_transitions([rollout], config)
     with pytest.raises(ValueError, match='per-frame transitions need'):
         build_transitions([rollout], tiny_config(transitions='frame'))
+
+
+class FeatureBase(TinyBasePolicy):
+    """A base that also reports observation features (as the compact VLA does)."""
+
+    feature_dim = 3
+
+    def select_action(self, obs: PolicyObservation) -> np.ndarray:
+        self.last_features = np.asarray(obs.joint_positions, np.float32) * 2.0
+        return super().select_action(obs)
+
+
+def test_residual_on_the_base_features_reads_them_and_not_the_pixels():
+    config = tiny_config(observation='base_features', base_feature_dim=3, updates=20)
+    rng = np.random.default_rng(0)
+    rollouts = [synthetic_rollout(rng, f'e{i}', 4, i % 2 == 0) for i in range(4)]
+    for rollout in rollouts:
+        rollout.base_features = rng.normal(size=(4, 3)).astype(np.float32)
+    buffer = build_transitions(rollouts, config)
+    np.testing.assert_array_equal(buffer.features[:4], rollouts[0].base_features)
+    learner = SpiralLearner(config, seed=0)
+    learner.train(buffer)
+    with torch.no_grad():
+        learner.actor.head.weight.normal_()  # a non-zero residual, to see what it reads
+    base = FeatureBase()
+    policy = ResidualPolicy(base, learner.actor)
+    obs = random_observation(rng)
+    chunk = policy.select_action(obs)
+    other_pixels = PolicyObservation({'corner': 255 - obs.images['corner']}, obs.joint_positions,
+                                     obs.instruction)
+    np.testing.assert_allclose(policy.select_action(other_pixels), chunk)
+    batch = observation_batch_from(obs, policy.last_base_chunk, config, base.last_features)
+    torch.testing.assert_close(batch['features'][0], torch.from_numpy(base.last_features))
+    rollouts[0].base_features = None
+    with pytest.raises(ValueError, match='base_features has shape'):
+        build_transitions(rollouts, config)
+    with pytest.raises(ValueError, match='provides none'):
+        ResidualPolicy(TinyBasePolicy(), learner.actor)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from spiral_policy.spiral.config import SpiralConfig
-from spiral_policy.spiral.residual import BASE, IMAGES, JOINTS, pool_images
+from spiral_policy.spiral.residual import BASE, FEATURES, IMAGES, JOINTS, pool_images
 from spiral_policy.spiral.targets import chunk_starts, discounted_returns, terminal_returns, \
     window_rewards
 
@@ -28,7 +28,9 @@ class Rollout:
     """One scored rollout: what the policy saw, what the base proposed and what was executed.
 
     ``base_chunks`` holds the frozen base policy's chunk (float [N, H, A]) either for every frame
-    (N = T: what per-frame transitions need) or only at the chunk starts (N = ceil(T / H)).
+    (N = T: what per-frame transitions need) or only at the chunk starts (N = ceil(T / H));
+    ``base_features`` (float [N, F], same frames) the base's observation features when the
+    residual reads them (``SpiralConfig.observation`` 'base_features').
     """
 
     episode_id: str
@@ -41,6 +43,7 @@ class Rollout:
     success: bool
     reward_model_id: str = ''
     metadata: dict = field(default_factory=dict)
+    base_features: np.ndarray | None = None
 
     def __post_init__(self):
         length = len(self.joint_positions)
@@ -75,30 +78,41 @@ def step_rewards(rollout: Rollout, reward_source: str, success_reward: float) ->
     return rewards
 
 
-def transition_starts(rollout: Rollout, config: SpiralConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Frames that start a transition, and the base chunk of each (float32 [N, H, A]).
+def transition_starts(rollout: Rollout,
+                      config: SpiralConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames that start a transition, with the base chunk and base features of each.
 
-    Raises ValueError naming the rollout when its base chunks do not cover those frames.
+    Returns int [N], float32 [N, H, A] and float32 [N, F] (F = 0 unless the residual reads the
+    base's features). Raises ValueError naming the rollout when the base's outputs do not cover
+    those frames.
     """
     length, horizon = len(rollout), config.chunk_size
     base = np.asarray(rollout.base_chunks, np.float32)
     if base.ndim != 3 or base.shape[1:] != (horizon, config.action_dim):
         raise ValueError(f'rollout {rollout.episode_id}: base_chunks has shape {base.shape}, '
                          f'expected [N, {horizon}, {config.action_dim}]')
+    features = np.zeros((len(base), 0), np.float32)
+    if config.observation == 'base_features':
+        features = np.asarray(rollout.base_features if rollout.base_features is not None
+                              else [], np.float32)
+        if features.shape != (len(base), config.base_feature_dim):
+            raise ValueError(f'rollout {rollout.episode_id}: base_features has shape '
+                             f'{features.shape}, expected {(len(base), config.base_feature_dim)}'
+                             ' (one row per base chunk)')
     if config.transitions == 'frame':
         if len(base) != length:
             raise ValueError(
                 f'rollout {rollout.episode_id}: per-frame transitions need the base chunk of '
                 f'every frame ({length}), got {len(base)} (recompute them with the base policy, '
                 "or use transitions 'chunk')")
-        return np.arange(length), base
+        return np.arange(length), base, features
     starts = chunk_starts(length, horizon)
     if len(base) == length:
-        return starts, base[starts]
+        return starts, base[starts], features[starts]
     if len(base) != len(starts):
         raise ValueError(f'rollout {rollout.episode_id}: base_chunks has {len(base)} chunks, '
                          f'expected one per frame ({length}) or per chunk start ({len(starts)})')
-    return starts, base
+    return starts, base, features
 
 
 def monte_carlo_targets(rollout: Rollout, rewards: np.ndarray, config: SpiralConfig) -> np.ndarray:
@@ -114,6 +128,7 @@ class TransitionBuffer:
     """Flat arrays of transitions (N rows); ``next_index`` points at the row of frame s + H."""
 
     images: np.ndarray        # uint8 [N, C, S, S, 3]
+    features: np.ndarray      # float32 [N, F], the base's observation features (F may be 0)
     joints: np.ndarray        # float32 [N, J]
     base: np.ndarray          # float32 [N, H, A]
     actions: np.ndarray       # float32 [N, H, A], executed
@@ -137,8 +152,8 @@ class TransitionBuffer:
 def observation_batch(tensors: dict[str, torch.Tensor],
                       index: torch.Tensor) -> dict[str, torch.Tensor]:
     """Gather the encoder inputs of rows ``index``."""
-    return {IMAGES: tensors['images'][index], JOINTS: tensors['joints'][index],
-            BASE: tensors['base'][index]}
+    return {IMAGES: tensors['images'][index], FEATURES: tensors['features'][index],
+            JOINTS: tensors['joints'][index], BASE: tensors['base'][index]}
 
 
 def build_transitions(rollouts: list[Rollout], config: SpiralConfig) -> TransitionBuffer:
@@ -150,13 +165,14 @@ def build_transitions(rollouts: list[Rollout], config: SpiralConfig) -> Transiti
     offset = 0
     for episode_index, rollout in enumerate(rollouts):
         length = len(rollout)
-        starts, base = transition_starts(rollout, config)
+        starts, base, features = transition_starts(rollout, config)
         rewards = step_rewards(rollout, config.reward_source, config.success_reward)
         totals, discounts = window_rewards(rewards, starts, horizon, config.gamma)
         dense = step_rewards(rollout, 'dense', success_reward=0.0)
         gains, _ = window_rewards(dense, starts, horizon, 1.0)
         frames = {c: rollout.images[c][starts] for c in config.cameras}
         columns['images'].append(pool_images(frames, config.cameras, config.feature_image_size))
+        columns['features'].append(features)
         columns['joints'].append(np.asarray(rollout.joint_positions, np.float32)[starts])
         columns['base'].append(base)
         actions = np.asarray(rollout.actions, np.float32)
