@@ -32,6 +32,7 @@ from sarm2_reward.datasets import split_by_task
 from sarm2_common.bag_dataset import read_episodes
 from sarm2_reward.evaluation import evaluate, PerTaskModels
 from sarm2_reward.inference import Sarm2Predictor
+from sarm2_reward.lrm.options import add_lrm_arguments, lrm_from_args, lrm_requested
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.train import TrainConfig, train_model
 from sarm2_reward.training_data import estimate_stage_priors
@@ -62,14 +63,8 @@ def parse_args(argv=None):
     parser.add_argument('--data-dir', type=Path,
                         help='demo cache (default runs/bench/reward_quality/demos-<mode>)')
     parser.add_argument('--out', type=Path, help='write the full results JSON here')
-    parser.add_argument('--lrm-endpoint', default='',
-                        help='also evaluate the zero-shot LRM baseline through this '
-                        'OpenAI-compatible server (e.g. http://gpu-box:8000/v1)')
-    parser.add_argument('--lrm-model', default='', help='model name served at --lrm-endpoint')
-    parser.add_argument('--lrm-model-dir', default='',
-                        help='or a local transformers VLM directory for the LRM baseline')
-    parser.add_argument('--lrm-query-every', type=int, default=5,
-                        help='frames between LRM queries (answers are held in between)')
+    # Given a VLM (--lrm-endpoint(s)/--lrm-model-dir), the zero-shot LRM is one more row.
+    add_lrm_arguments(parser, query_every=5)
     args = parser.parse_args(argv)
     quick = {'seeds': 1, 'episodes_per_task': 10, 'heldout_episodes': 6, 'steps': 600,
              'v1_steps': 200}
@@ -154,15 +149,12 @@ def predictor_rate(model, episodes) -> float:
 
 def lrm_baseline(args, train):
     """Build the zero-shot LRM reward model when a VLM is given (--lrm-*); else None."""
-    if not (args.lrm_endpoint or args.lrm_model_dir):
+    if not lrm_requested(args):
         return None
-    from sarm2_reward.lrm.lrm_backend import LrmConfig, LrmEpisodePredictor
-    from sarm2_reward.lrm.vlm_clients import OpenAiChatClient, TransformersVlmClient
+    from sarm2_reward.lrm.lrm_backend import LrmEpisodePredictor
 
-    client = (TransformersVlmClient(args.lrm_model_dir) if args.lrm_model_dir
-              else OpenAiChatClient(args.lrm_endpoint, args.lrm_model))
-    return LrmEpisodePredictor(client, LrmConfig(cameras=tuple(train[0].cameras),
-                                                 query_every=args.lrm_query_every))
+    source, config = lrm_from_args(args, default_camera=train[0].cameras[0])
+    return LrmEpisodePredictor(source.make_client(), config)
 
 
 def aggregate(runs: list[dict]) -> dict:

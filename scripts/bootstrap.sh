@@ -45,6 +45,17 @@ if ! have_lib 'libEGL.so' && ! have_lib 'libOSMesa.so'; then
   fi
 fi
 
+# The labelling page's browser test drives Debian's chromium through chromium-driver (selenium).
+# Installed when we are root; otherwise that test skips and names the packages.
+if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null \
+    || command -v chromium-browser >/dev/null; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing chromium + chromium-driver for the browser tests (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+      chromium-driver) >/dev/null || say "apt-get install chromium chromium-driver failed; the browser tests will skip"
+  fi
+fi
+
 # --- Virtual environment ------------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY_BOOT" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null \

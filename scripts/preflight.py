@@ -30,6 +30,7 @@ PYTHON_DEPENDENCIES = {
     'python3-ruamel.yaml': 'ruamel.yaml',
     'python3-pyarrow': 'pyarrow',
     'python3-av': 'av',
+    'python3-selenium': 'selenium',
 }
 # Build tools and runtime groups that are not installed as share/<name>/package.xml everywhere.
 ALWAYS_AVAILABLE = {

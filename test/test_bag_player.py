@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ros_harness import console_script, PeerProcess, spin_until
-from sarm2_common import bag_io
+from sarm2_common import bag_io, topics
 
 pytestmark = pytest.mark.ros
 
@@ -19,9 +19,9 @@ def write_bag(path):
         for k in range(FRAMES):
             stamp = 5_000_000_000 + k * PERIOD_NS
             image = np.full((8, 8, 3), k, np.uint8)
-            bag.write(bag_io.image_topic('corner'), bag_io.image_message(image, stamp, 'cam'),
+            bag.write(topics.image_topic('corner'), bag_io.image_message(image, stamp, 'cam'),
                       stamp)
-            bag.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+            bag.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
                 [f'j{i}' for i in range(9)], np.full(9, k, np.float32), stamp), stamp)
     return path
 

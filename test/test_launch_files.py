@@ -158,16 +158,16 @@ def test_robot_launch_runs_next_to_drivers(robot_launch):
 
 @launch_fixture
 def replay_launch(checkpoints, tmp_path):
-    from sarm2_common import bag_io
+    from sarm2_common import bag_io, topics
 
     bag = tmp_path / 'episode'
     with bag_io.BagWriter(bag) as writer:
         for k in range(200):
             stamp = 1_000_000_000 + k * 50_000_000
             image = np.full((64, 64, 3), k % 255, np.uint8)
-            writer.write(bag_io.image_topic('corner'),
+            writer.write(topics.image_topic('corner'),
                          bag_io.image_message(image, stamp, 'corner_optical_frame'), stamp)
-            writer.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+            writer.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
                 [f'j{i}' for i in range(9)], np.zeros(9, np.float32), stamp), stamp)
     entities, nodes = included('replay.launch.py', bag=bag, reward_checkpoint=checkpoints[0],
                                task='reach-v3', shutdown_when_done='false')

@@ -6,7 +6,8 @@
   motion resumes when frames come back;
 - SIGKILL mid-episode leaves a rollout bag that rosbags, mcap and bag_dataset read;
 - with the simulated arm node (and the reward node when present), a RunEpisode goal runs an
-  episode to success or its limit and the bag holds every recorded topic.
+  episode to success or its limit, the bag holds every recorded topic, and it exports to a
+  LeRobot dataset with the live rewards.
 
 In the first three tests this process plays the arm (camera, joint states, end-effector pose)
 and listens to the commands; the policy is a tiny random compact VLA, so its commands are
@@ -243,7 +244,7 @@ def test_killed_policy_process_leaves_a_readable_bag(ros, arm, start_node, tiny_
                                                      tmp_path):
     from mcap.reader import make_reader
     from rosbags.rosbag2 import Reader
-    from sarm2_common import bag_io
+    from sarm2_common import bag_io, topics
     from sarm2_common.bag_dataset import read_episode
 
     bags = tmp_path / 'bags'
@@ -260,7 +261,7 @@ def test_killed_policy_process_leaves_a_readable_bag(ros, arm, start_node, tiny_
         counts = {}
         for connection, _, _ in reader.messages():
             counts[connection.topic] = counts.get(connection.topic, 0) + 1
-    assert counts[bag_io.image_topic('corner')] >= 10
+    assert counts[topics.image_topic('corner')] >= 10
     assert counts[bag_io.ACTION_TOPIC] >= 10 and counts['/policy/base_action'] >= 10
     assert counts[bag_io.METADATA_TOPIC] == 1          # start only: the end never came
     with open(next(bag.glob('*.mcap')), 'rb') as stream:
@@ -293,7 +294,7 @@ def test_sim_reward_and_policy_nodes_run_a_recorded_episode(ros, start_node, tin
     from rclpy.executors import SingleThreadedExecutor
     from rosbags.rosbag2 import Reader
     from sarm2_msgs.action import RunEpisode
-    from sarm2_common import bag_io
+    from sarm2_common import bag_io, topics
     from sarm2_common.bag_dataset import read_episode
 
     start_node(SIM_NODE, 'sim_node', ['task:=reach-v3', 'image_size:=64',
@@ -335,7 +336,7 @@ def test_sim_reward_and_policy_nodes_run_a_recorded_episode(ros, start_node, tin
     assert 0 < result.steps <= 40 and feedback
     bag = Path(result.bag_path)
     assert bag.parent == bags
-    expected = {bag_io.image_topic('corner'), bag_io.JOINT_STATES_TOPIC, bag_io.ACTION_TOPIC,
+    expected = {topics.image_topic('corner'), topics.JOINT_STATES_TOPIC, bag_io.ACTION_TOPIC,
                 '/policy/base_action', '/policy/instruction', '/servo_node/delta_twist_cmds',
                 '/gripper/command', '/sarm2/stage_reward', '/episode/status',
                 bag_io.METADATA_TOPIC, bag_io.GROUND_TRUTH_TOPIC}
@@ -358,6 +359,15 @@ def test_sim_reward_and_policy_nodes_run_a_recorded_episode(ros, start_node, tin
     episode = read_episode(bag)
     assert episode.metadata['complete'] and episode.task == 'reach-v3'
     assert episode.actions.shape[1] == 4 and len(episode) >= 10
+    # The real rollout bag exports to LeRobot with the live rewards in it (on the control grid).
+    from sarm2_reward.lerobot_dataset import read_lerobot_dataset
+    from sarm2_reward.lerobot_export import ExportConfig, export_lerobot
+    export_lerobot([bag], tmp_path / 'lerobot', ExportConfig(fps=10), progress=False)
+    (exported,) = read_lerobot_dataset(tmp_path / 'lerobot')
+    assert exported.task == 'reach-v3' and exported.success == result.success
+    assert len(exported) >= 10 and exported.actions.shape[1] == 4
+    assert exported.metadata['reward_source'].startswith('live:sarm2')
+    assert np.isfinite(exported.metadata['rewards']['progress']).any()
 
 
 def test_remote_openpi_policy_drives_the_arm(ros, arm, start_node, tmp_path):

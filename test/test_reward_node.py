@@ -551,7 +551,9 @@ def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros,
     server = FakeVlmServer()
     server.behaviour, server.delay = 'slow', 0.5       # a query round takes ~1.5 s
     try:
-        node = start_node('backend:=lrm', f'lrm_endpoint:={server.url}', 'lrm_model:=test-vl',
+        # One served model name per question, as vLLM serves the three LoRA adapters.
+        node = start_node('backend:=lrm', f'lrm_endpoint:={server.url}',
+                          'lrm_models:=[lrm-contrastive,lrm-progress,lrm-completion]',
                           'cameras:=[corner]', 'lrm_query_every:=4', 'lrm_timeout:=5.0',
                           'task:=reach-v3', 'instruction:=reach the goal', 'autostart:=true',
                           # lossless input and a queue deep enough for a DDS burst: every
@@ -586,8 +588,13 @@ def test_lrm_backend_keeps_the_output_rate_while_the_vlm_is_slow_or_failing(ros,
         assert slow_count >= frame // 2, slow_count
         step_times = [m.inference_time for m in probe.rewards]
         assert max(step_times) < 0.1, max(step_times)
-        assert probe.rewards[-1].model_id == 'lrm:openai:test-vl:tri'
+        assert probe.rewards[-1].model_id == \
+            'lrm:openai:lrm-contrastive+lrm-progress+lrm-completion:tri'
         assert probe.rewards[-1].progress == pytest.approx(0.4)
+        assert {(q, body['model']) for q, (_, body) in zip(server.questions_asked(),
+                                                           server.requests)} == {
+            ('contrastive', 'lrm-contrastive'), ('progress', 'lrm-progress'),
+            ('completion', 'lrm-completion')}
 
         server.behaviour = 'error'
         frame = play(3.0, frame)

@@ -13,7 +13,10 @@ run ends with ``<run>/report/index.html``. Interrupted runs resume: finished ste
 finished episodes of an interrupted rollout step too (``--run`` names the run; by default the
 newest unfinished run with the same configuration continues).
 
-The reward and base checkpoints default to those of the latest ``make demo`` run.
+The reward and base checkpoints default to those of the latest ``make demo`` run. With
+``--reward lrm`` the updates relabel with zero-shot LRM rewards from a VLM (the ``--lrm-*``
+options, passed on to ``spiral_update``); the live reward node of the rollouts still runs the
+SARM2 checkpoint (its rewards are only shown and recorded).
 """
 
 import argparse
@@ -24,6 +27,8 @@ import logging
 from pathlib import Path
 import subprocess
 import sys
+
+from sarm2_reward.lrm.options import add_lrm_arguments, lrm_arguments, lrm_requested
 
 from .report_tables import HTML_STYLE, html_table, rate_cell, text_table
 from .run_steps import (CONFIG_FILE, execute, is_done, read_jsonl, read_step, RunContext,
@@ -38,7 +43,7 @@ DEMO_RUN = Path('runs') / 'latest'
 # and apart from the demo's demonstration, rollout and evaluation seeds.
 LOOP_SEED = 30_000
 METHODS = ('spiral', 'rabc')
-REWARDS = ('sarm2', 'time_linear', 'sparse')
+REWARDS = ('sarm2', 'lrm', 'time_linear', 'sparse')
 # Both checkpoint kinds (SARM2 and compact VLA) are a directory with these two files.
 CHECKPOINT_FILES = ('config.json', 'model.safetensors')
 
@@ -58,9 +63,11 @@ class LoopConfig:
     method: str = 'spiral'
     reward: str = 'sarm2'
     seed: int = 0
+    lrm_options: tuple[str, ...] = ()   # spiral_update's --lrm-* options (reward lrm)
 
     def __post_init__(self):
         from sarm2_common.catalogue import check_tasks
+        from sarm2_reward.lrm.options import check_lrm_arguments
 
         self.tasks = check_tasks(self.tasks)
         for name in ('rounds', 'episodes_per_round', 'max_steps', 'updates'):
@@ -72,6 +79,12 @@ class LoopConfig:
             raise ValueError(f'method must be one of {METHODS}, got {self.method!r}')
         if self.reward not in REWARDS:
             raise ValueError(f'reward must be one of {REWARDS}, got {self.reward!r}')
+        self.lrm_options = tuple(self.lrm_options)
+        if (self.reward == 'lrm') != bool(self.lrm_options):
+            raise ValueError('--lrm-* options go with --reward lrm, and --reward lrm needs them '
+                             f'(reward {self.reward!r}, options {list(self.lrm_options)})')
+        if self.lrm_options:
+            check_lrm_arguments(self.lrm_options)
         for name in ('reward_checkpoint', 'base_checkpoint'):
             path = Path(getattr(self, name))
             missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
@@ -84,6 +97,7 @@ class LoopConfig:
         """Plain JSON-able values (tasks as a list)."""
         values = asdict(self)
         values['tasks'] = list(self.tasks)
+        values['lrm_options'] = list(self.lrm_options)
         return values
 
 
@@ -109,14 +123,15 @@ def spiral_config_for(vla_checkpoint: Path, updates: int) -> dict:
 def run_spiral_update(bags: list[Path], out: Path, *, reward_checkpoint: Path,
                       base_checkpoint: Path, task: str, config_file: Path, updates: int,
                       seed: int, round_number: int, method: str = 'spiral',
-                      reward: str = 'sarm2', init: Path | None = None, env=None) -> dict:
+                      reward: str = 'sarm2', init: Path | None = None, env=None,
+                      lrm_options: tuple[str, ...] = ()) -> dict:
     """Run the ``spiral_update`` CLI for one task; return its round report."""
     args = [str(console_script('spiral_policy', 'spiral_update')), *map(str, bags),
             '--out', str(out), '--reward-checkpoint', str(reward_checkpoint),
             '--reward', reward, '--method', method, '--config', str(config_file),
             '--base-checkpoint', str(base_checkpoint), '--task', task,
             '--updates', str(updates), '--seed', str(seed), '--round', str(round_number),
-            '--threads', '1']
+            '--threads', '1', *lrm_options]
     if init is not None:
         args += ['--init', str(init)]
     print(f'  spiral_update for {task} (round {round_number})', flush=True)
@@ -206,7 +221,8 @@ def update_step(round_number: int):
                 base_checkpoint=Path(config.base_checkpoint), task=task,
                 config_file=config_file, updates=config.updates,
                 seed=config.seed + round_number, round_number=round_number,
-                method=config.method, reward=config.reward, init=init, env=ctx.env)
+                method=config.method, reward=config.reward, init=init, env=ctx.env,
+                lrm_options=config.lrm_options)
             residuals[task] = residual.name
             # Episodes of the other tasks are skipped by design; only real problems count.
             problems = [s for s in report['skipped']
@@ -376,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='start a new run instead of resuming the newest unfinished one')
     parser.add_argument('--run', type=Path, help='continue (or create) this run directory')
     parser.add_argument('--runs-dir', type=Path, default=RUNS, help='where loop runs are kept')
+    add_lrm_arguments(parser)
     for f in fields(LoopConfig):
-        if f.name in ('reward_checkpoint', 'base_checkpoint'):
+        if f.name in ('reward_checkpoint', 'base_checkpoint', 'lrm_options'):
             continue
         flag = '--' + f.name.replace('_', '-')
         if f.name == 'tasks':
@@ -404,6 +421,8 @@ def config_from_args(args) -> LoopConfig:
                                  'exist: run `make demo` first or pass --reward-checkpoint and '
                                  '--base-checkpoint')
             values[name] = default
+    if lrm_requested(args):
+        values['lrm_options'] = tuple(lrm_arguments(args))
     return LoopConfig(**values)
 
 

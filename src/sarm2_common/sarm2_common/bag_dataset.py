@@ -11,9 +11,9 @@ their own rates) read the same way:
   first). Log times, not stamps: a rollout recorder logs the image when the policy uses it and
   the action right after, both on its own clock, while the image's stamp is the camera's.
 
-Bad bags never stop a dataset: a bag that cannot be read is logged and skipped; a bag cut short
-(no metadata.yaml, e.g. the recorder was killed) is read up to its last complete chunk straight
-from the MCAP file and marked ``metadata['complete'] = False``.
+Bad bags never stop a dataset: a bag that cannot be read, or whose checksums show altered bytes,
+is logged and skipped; a bag cut short (no metadata.yaml, e.g. the recorder was killed) is read
+up to its last complete record and marked ``metadata['complete'] = False``.
 """
 
 import json
@@ -21,14 +21,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import Reader
 
 from sarm2_common.bag_io import (ACTION_TOPIC, BAG_METADATA_FILE, BASE_ACTION_TOPIC,
-                                 camera_of_topic, GROUND_TRUTH_TOPIC, image_from_message,
-                                 is_bag_dir,
-                                 JOINT_STATES_TOPIC, METADATA_END, METADATA_TOPIC,
-                                 stamp_to_ns, typestore)
+                                 GROUND_TRUTH_TOPIC, image_from_message, is_bag_dir, METADATA_END,
+                                 METADATA_TOPIC, stamp_to_ns, typestore)
+from sarm2_common.bag_playback import iter_raw_messages, ReadReport
 from sarm2_common.episode import Episode, UNLABELLED
+from sarm2_common.topics import camera_of_topic, JOINT_STATES_TOPIC
 
 LOG = logging.getLogger(__name__)
 
@@ -62,46 +61,23 @@ def read_episodes(paths: str | Path | list[str | Path]) -> list[Episode]:
 
 
 def read_episode(bag: str | Path) -> Episode:
-    """Read one bag into an Episode; raise ValueError if it holds no usable frames."""
+    """Read one bag into an Episode; raise ValueError if it is corrupt or has no usable frames.
+
+    Every bag goes through the tolerant reader of ``bag_playback``, which verifies the MCAP
+    checksums: a bag whose recorded bytes were altered is refused (a training set must not
+    learn from altered images), while one cut short is read up to its last readable record.
+    """
     bag = Path(bag)
-    complete = (bag / BAG_METADATA_FILE).is_file()
-    messages = _read_finished(bag) if complete else _read_unfinished(bag)
-    return _assemble(bag, messages, complete)
-
-
-def _read_finished(bag: Path) -> list[tuple[str, int, object]]:
+    report = ReadReport(bag)
     store = typestore()
-    with Reader(bag) as reader:
-        return [(connection.topic, timestamp, store.deserialize_cdr(data, connection.msgtype))
-                for connection, timestamp, data in reader.messages()]
-
-
-def _read_unfinished(bag: Path) -> list[tuple[str, int, object]]:
-    # Imported here: only needed for bags cut short, which rosbags refuses to open.
-    from mcap.stream_reader import StreamReader
-    from mcap.records import Channel, Message, Schema
-
-    files = sorted(bag.glob('*.mcap'))
-    if not files:
-        raise ValueError('no .mcap file')
-    store = typestore()
-    schemas, channels, messages = {}, {}, []
-    with open(files[0], 'rb') as stream:
-        try:
-            for record in StreamReader(stream).records:
-                if isinstance(record, Schema):
-                    schemas[record.id] = record.name
-                elif isinstance(record, Channel):
-                    channels[record.id] = (record.topic, schemas[record.schema_id])
-                elif isinstance(record, Message) and record.channel_id in channels:
-                    topic, msgtype = channels[record.channel_id]
-                    messages.append((topic, record.log_time,
-                                     store.deserialize_cdr(record.data, msgtype)))
-        except Exception as error:  # noqa: BLE001 - a cut-short file ends in a broken record
-            LOG.info('%s: read %d messages before the file ends (%s)', bag, len(messages),
-                     error)
+    messages = [(m.topic, m.timestamp_ns, store.deserialize_cdr(m.data, m.msgtype))
+                for m in iter_raw_messages(bag, report)]
+    if report.corrupt:
+        raise ValueError('; '.join(report.problems))
+    if report.problems:
+        LOG.info('%s: %s', bag, '; '.join(report.problems))
     messages.sort(key=lambda item: item[1])
-    return messages
+    return _assemble(bag, messages, (bag / BAG_METADATA_FILE).is_file())
 
 
 def _nearest(stamps: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -112,7 +88,7 @@ def _nearest(stamps: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(choose_left, left, right)
 
 
-def _align_by_log_time(stream: list[tuple[int, np.ndarray]],
+def align_by_log_time(stream: list[tuple[int, np.ndarray]],
                        frame_log_times: np.ndarray) -> np.ndarray:
     """One row per frame: the first array logged at or after the frame, before the next frame.
 
@@ -178,7 +154,7 @@ def _assemble(bag: Path, messages: list[tuple[str, int, object]], complete: bool
     joint_stamps = np.array([stamp for stamp, _ in joints], dtype=np.int64)
     joint_positions = np.stack([joints[i][1] for i in _nearest(joint_stamps, frame_stamps)])
 
-    action_rows = _align_by_log_time(actions, frame_log_times)
+    action_rows = align_by_log_time(actions, frame_log_times)
 
     primitive_ids = np.full(length, UNLABELLED, dtype=np.int64)
     last_truth_success = False
@@ -204,7 +180,7 @@ def _assemble(bag: Path, messages: list[tuple[str, int, object]], complete: bool
     metadata.update(bag_path=str(bag), complete=complete and end is not None)
     if base_actions:
         # Rollouts: the policy's raw output before the safety filter (SPIRAL's base action).
-        metadata['base_actions'] = _align_by_log_time(base_actions, frame_log_times)
+        metadata['base_actions'] = align_by_log_time(base_actions, frame_log_times)
     if described is not None:
         metadata.update(seed=int(described.seed))
     if end is not None:

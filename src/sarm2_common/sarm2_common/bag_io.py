@@ -20,16 +20,17 @@ import os
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import CompressionFormat, CompressionMode, Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_types_from_msg, Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
-IMAGE_TOPIC_PREFIX = '/camera/'
-IMAGE_TOPIC_SUFFIX = '/image_raw'
-JOINT_STATES_TOPIC = '/joint_states'
+from sarm2_common.bag_writer import StreamingBagWriter
+
+
 ACTION_TOPIC = '/sim/action'
 # Rollouts: the policy's raw action before the safety filter (ACTION_TOPIC holds the executed one).
 BASE_ACTION_TOPIC = '/policy/base_action'
+INSTRUCTION_TOPIC = '/policy/instruction'
 GROUND_TRUTH_TOPIC = '/sim/ground_truth'
 METADATA_TOPIC = '/episode/metadata'
 
@@ -44,21 +45,7 @@ METADATA_START = 'start'
 METADATA_END = 'end'
 BAG_METADATA_FILE = 'metadata.yaml'
 
-_ROSBAG2_VERSION = 9
 _INTERFACE_PACKAGE = 'sarm2_msgs'
-
-
-def image_topic(camera: str) -> str:
-    """Return the image topic of ``camera``."""
-    return f'{IMAGE_TOPIC_PREFIX}{camera}{IMAGE_TOPIC_SUFFIX}'
-
-
-def camera_of_topic(topic: str) -> str | None:
-    """Return the camera name of an image topic, None for other topics."""
-    if topic.startswith(IMAGE_TOPIC_PREFIX) and topic.endswith(IMAGE_TOPIC_SUFFIX):
-        name = topic[len(IMAGE_TOPIC_PREFIX):-len(IMAGE_TOPIC_SUFFIX)]
-        return name if name and '/' not in name else None
-    return None
 
 
 def interface_dir() -> Path:
@@ -175,23 +162,23 @@ def metadata_message(stamp_ns: int, kind: str, episode_id: str, task: str, instr
 # --- writing and reading ----------------------------------------------------------------------
 
 class BagWriter:
-    """Write one rosbag2 bag (MCAP, zstd-compressed chunks) message by message.
+    """Write one rosbag2 bag (MCAP, zstd-compressed checksummed chunks) message by message.
 
     Use as a context manager; ``metadata.yaml`` appears only when the bag is closed, which is how
     readers and the recorder tell a finished bag from one cut short.
     """
 
-    def __init__(self, path: str | Path, compress: bool = True):
+    def __init__(self, path: str | Path, compress: bool = True, chunk_size: int = 1 << 20):
         self.path = Path(path)
-        self._writer = Writer(self.path, version=_ROSBAG2_VERSION,
-                              storage_plugin=StoragePlugin.MCAP)
-        if compress:
-            self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
-        self._connections = {}
+        self._compression = 'zstd' if compress else ''
+        self._chunk_size = chunk_size       # bytes of records per checksummed chunk
+        self._writer: StreamingBagWriter | None = None
         self.message_count = 0
 
     def __enter__(self) -> 'BagWriter':
-        self._writer.open()
+        self._writer = StreamingBagWriter(self.path, typestore(), streaming=False,
+                                          compression=self._compression,
+                                          chunk_size=self._chunk_size)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -199,27 +186,29 @@ class BagWriter:
 
     def close(self) -> None:
         """Finish the bag (writes metadata.yaml)."""
-        if self._writer.storage is not None:
+        if self._writer is not None:
             self._writer.close()
-
-    def _connection(self, topic: str, msgtype: str):
-        connection = self._connections.get(topic)
-        if connection is None:
-            connection = self._writer.add_connection(topic, msgtype, typestore=typestore())
-            self._connections[topic] = connection
-        elif connection.msgtype != msgtype:
-            raise ValueError(f'topic {topic} already holds {connection.msgtype}, not {msgtype}')
-        return connection
 
     def write(self, topic: str, message, timestamp_ns: int) -> None:
         """Serialize and write a rosbags message object."""
         msgtype = message.__msgtype__
         data = typestore().serialize_cdr(message, msgtype)
-        self.write_serialized(topic, msgtype, data, timestamp_ns)
+        self._write(topic, msgtype, data, timestamp_ns, canonical=False)
 
     def write_serialized(self, topic: str, msgtype: str, data: bytes, timestamp_ns: int) -> None:
         """Write CDR bytes as produced by rclpy.serialization.serialize_message."""
-        self._writer.write(self._connection(topic, msgtype), int(timestamp_ns), data)
+        self._write(topic, msgtype, data, timestamp_ns, canonical=True)
+
+    def _write(self, topic: str, msgtype: str, data: bytes, timestamp_ns: int,
+               canonical: bool) -> None:
+        if self._writer is None:
+            raise ValueError(f'{self.path}: open the bag with "with BagWriter(...)" first')
+        recorded = self._writer.connection_type(topic)
+        if recorded is None:
+            self._writer.add_connection(topic, msgtype)
+        elif recorded != msgtype:
+            raise ValueError(f'topic {topic} already holds {recorded}, not {msgtype}')
+        self._writer.write(topic, data, int(timestamp_ns), canonical=canonical)
         self.message_count += 1
 
 

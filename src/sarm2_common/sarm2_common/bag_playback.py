@@ -1,19 +1,21 @@
 """Read rosbag2 bags tolerantly and schedule their messages for replay (ROS-free).
 
 Recorded episodes are the product's data, and some of them end badly: a killed recorder leaves an
-MCAP file without its summary or ``metadata.yaml``, a full disk truncates a chunk. Readers here
-stream the MCAP records and keep every message up to the first unreadable byte, and report what
-could not be read instead of failing the whole bag. The CDR bytes are returned as stored, so a
-player can publish them unchanged (the same bytes ``rclpy`` serializes).
+MCAP file without its summary or ``metadata.yaml``, a full disk truncates a chunk, a bad disk
+flips a byte. The one reader here (players and dataset readers use it alike) streams the MCAP
+records, verifies every chunk's and the data section's CRC, keeps every message up to the
+first unreadable or corrupt record, and reports what could not be read (``ReadReport``:
+``corrupt`` when a checksum failed) instead of failing the whole bag. The CDR bytes are
+returned as stored, so a player can publish them unchanged (the same bytes ``rclpy``
+serializes).
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from mcap.exceptions import McapError
 from mcap.records import Channel, Message, Schema
-from mcap.stream_reader import StreamReader
+from mcap.stream_reader import CRCValidationError, StreamReader
 
 
 @dataclass
@@ -33,6 +35,7 @@ class ReadReport:
     path: Path
     messages: int = 0
     problems: list[str] = field(default_factory=list)
+    corrupt: bool = False                      # a checksum did not match (data altered)
 
     @property
     def complete(self) -> bool:
@@ -77,7 +80,13 @@ def iter_raw_messages(path: str | Path, report: ReadReport,
                         if topics is None or topic in topics:
                             report.messages += 1
                             yield RawMessage(topic, msgtype, record.log_time, bytes(record.data))
-        except (McapError, EOFError, ValueError, OSError, RuntimeError) as error:
+        except CRCValidationError as error:
+            # A chunk (or the data section) does not match its checksum: the recorded bytes
+            # were altered after writing. Messages of that chunk were not yielded.
+            report.corrupt = True
+            report.problems.append(f'{file.name}: checksum mismatch after {report.messages} '
+                                   f'messages: the file is corrupt ({error})')
+        except Exception as error:  # noqa: BLE001 - see below
             # zstd/lz4 decompression and struct unpacking raise a variety of exception types;
             # the file is unreadable from here on, whatever the type.
             report.problems.append(f'{file.name}: unreadable after {report.messages} messages '
@@ -93,6 +102,58 @@ def read_bag(path: str | Path, topics: tuple[str, ...] | None = None
     messages = list(iter_raw_messages(path, report, topics))
     messages.sort(key=lambda m: m.timestamp_ns)
     return messages, report
+
+
+# What a replay publishes by default: measurements (sensor_msgs, poses, transforms). Commands
+# must never reach a live arm from a recording unless the user names them explicitly; outputs of
+# our own nodes (rewards, status, metadata) would mix with the live ones.
+SENSOR_TYPE_PREFIXES = ('sensor_msgs/msg/', 'geometry_msgs/msg/PoseStamped',
+                        'geometry_msgs/msg/PoseWithCovarianceStamped', 'tf2_msgs/msg/TFMessage',
+                        'nav_msgs/msg/Odometry')
+COMMAND_TYPES = ('geometry_msgs/msg/Twist', 'geometry_msgs/msg/TwistStamped',
+                 'trajectory_msgs/msg/JointTrajectory', 'std_msgs/msg/Float64MultiArray',
+                 'std_msgs/msg/Float64', 'std_msgs/msg/Float32MultiArray',
+                 'control_msgs/msg/JointJog')
+
+
+def is_sensor_type(msgtype: str) -> bool:
+    """Tell whether ``msgtype`` is a measurement a replay publishes by default."""
+    return msgtype.startswith(SENSOR_TYPE_PREFIXES)
+
+
+@dataclass
+class TopicSelection:
+    """Which recorded topics a replay publishes, and which it leaves out (and why)."""
+
+    play: tuple[str, ...]
+    commands_refused: tuple[str, ...] = ()     # named, but command types not allowed
+    not_sensor: tuple[str, ...] = ()           # left out by default (not measurements)
+    missing: tuple[str, ...] = ()              # named, but not in the bag
+
+
+def select_topics(available: dict[str, str], requested: tuple[str, ...] = (),
+                  allowed_commands: tuple[str, ...] = ()) -> TopicSelection:
+    """Choose the topics of a bag (topic -> type) to replay.
+
+    No ``requested`` topics: the sensor topics only. Requested topics are played as named,
+    except command-typed ones, which also have to be in ``allowed_commands``; an allowed
+    command topic is played in either case.
+    """
+    if requested:
+        candidates = [t for t in requested if t in available]
+        missing = tuple(t for t in requested if t not in available)
+        not_sensor = ()
+    else:
+        candidates = [t for t in available if is_sensor_type(available[t])]
+        missing = ()
+        not_sensor = tuple(t for t in available
+                           if not is_sensor_type(available[t]) and t not in allowed_commands)
+    candidates += [t for t in allowed_commands if t in available and t not in candidates]
+    missing += tuple(t for t in allowed_commands if t not in available)
+    refused = tuple(t for t in candidates
+                    if available[t] in COMMAND_TYPES and t not in allowed_commands)
+    play = tuple(t for t in candidates if t not in refused)
+    return TopicSelection(play, refused, not_sensor, missing)
 
 
 @dataclass

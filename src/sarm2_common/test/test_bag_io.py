@@ -11,7 +11,7 @@ from mcap_ros2.decoder import DecoderFactory
 import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
-from sarm2_common import bag_io
+from sarm2_common import bag_io, topics
 from sarm2_common.bag_dataset import read_episode, read_episodes
 from sarm2_common.episode import UNLABELLED
 from sarm2_common.vocabulary import primitive_id
@@ -27,13 +27,14 @@ def _frame_image(camera: str, k: int) -> np.ndarray:
     return rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
 
 
-def _write_episode(path, success=True, jitter_ns=0, labels=True, log_delay_ns=0):
+def _write_episode(path, success=True, jitter_ns=0, labels=True, log_delay_ns=0,
+                   chunk_size=1 << 20):
     """Write a small episode in the demo layout.
 
     With jitter, streams are stamped like a live robot's; with a log delay, messages are logged
     later than their stamps, like a rollout recorder logging what the policy used when it did.
     """
-    with bag_io.BagWriter(path) as bag:
+    with bag_io.BagWriter(path, chunk_size=chunk_size) as bag:
         bag.write(bag_io.METADATA_TOPIC, bag_io.metadata_message(
             0, bag_io.METADATA_START, 'ep-1', 'push-v3', 'push the puck', 7,
             metadata_json='{"mode": "expert"}'), 0)
@@ -42,9 +43,9 @@ def _write_episode(path, success=True, jitter_ns=0, labels=True, log_delay_ns=0)
             for camera in CAMERAS:
                 # the second camera runs a little behind the first
                 camera_stamp = stamp + (jitter_ns if camera == 'wrist' else 0)
-                bag.write(bag_io.image_topic(camera), bag_io.image_message(
+                bag.write(topics.image_topic(camera), bag_io.image_message(
                     _frame_image(camera, k), camera_stamp, camera), camera_stamp + log_delay_ns)
-            bag.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+            bag.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
                 JOINTS, np.full(9, k, dtype=np.float32), stamp - jitter_ns), stamp + log_delay_ns)
             if labels:
                 name = 'reach' if k < 3 else 'sweep'
@@ -76,10 +77,10 @@ EXPECTED_TYPES = {
 
 
 def test_topic_names_round_trip():
-    assert bag_io.image_topic('corner') == '/camera/corner/image_raw'
-    assert bag_io.camera_of_topic('/camera/corner/image_raw') == 'corner'
-    assert bag_io.camera_of_topic('/camera/a/b/image_raw') is None
-    assert bag_io.camera_of_topic('/joint_states') is None
+    assert topics.image_topic('corner') == '/camera/corner/image_raw'
+    assert topics.camera_of_topic('/camera/corner/image_raw') == 'corner'
+    assert topics.camera_of_topic('/camera/a/b/image_raw') is None
+    assert topics.camera_of_topic('/joint_states') is None
 
 
 @pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'mono8'])
@@ -156,7 +157,7 @@ def test_unlabelled_failed_episode(tmp_path):
 
 
 def test_bad_bags_are_skipped_or_partially_read(tmp_path, caplog):
-    good = _write_episode(tmp_path / 'data' / 'good')
+    good = _write_episode(tmp_path / 'data' / 'good', chunk_size=4096)
     cut = tmp_path / 'data' / 'cut'
     shutil.copytree(good, cut)
     (cut / bag_io.BAG_METADATA_FILE).unlink()  # like a recorder killed before close
@@ -184,9 +185,9 @@ def test_rollout_base_actions_are_read_into_metadata(tmp_path):
     with bag_io.BagWriter(bag) as writer:
         for k in range(FRAMES):
             stamp = k * PERIOD_NS
-            writer.write(bag_io.image_topic('corner'), bag_io.image_message(
+            writer.write(topics.image_topic('corner'), bag_io.image_message(
                 _frame_image('corner', k), stamp, 'corner'), stamp)
-            writer.write(bag_io.JOINT_STATES_TOPIC, bag_io.joint_state_message(
+            writer.write(topics.JOINT_STATES_TOPIC, bag_io.joint_state_message(
                 JOINTS, np.zeros(9, dtype=np.float32), stamp), stamp)
             writer.write(bag_io.BASE_ACTION_TOPIC, bag_io.action_message(
                 np.array([k, 2.0 * k, 0.0, 1.0])), stamp + 1)
@@ -197,3 +198,17 @@ def test_rollout_base_actions_are_read_into_metadata(tmp_path):
     assert base.shape == (FRAMES, 4)
     assert base[:, 1].tolist() == [2.0 * k for k in range(FRAMES)]
     assert episode.actions[:, 0].tolist() == pytest.approx([k / 10 for k in range(FRAMES)])
+
+
+def test_bag_with_altered_bytes_is_skipped_not_trained_on(tmp_path, caplog):
+    good = _write_episode(tmp_path / 'data' / 'good')
+    altered = tmp_path / 'data' / 'altered'
+    shutil.copytree(good, altered)
+    (mcap_file,) = altered.glob('*.mcap')
+    data = bytearray(mcap_file.read_bytes())
+    data[len(data) // 2] ^= 0x01                    # one flipped bit inside the data
+    mcap_file.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        episodes = read_episodes(tmp_path / 'data')
+    assert [e.metadata['bag_path'].rsplit('/', 1)[-1] for e in episodes] == ['good']
+    assert 'altered' in caplog.text

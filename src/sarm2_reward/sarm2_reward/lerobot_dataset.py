@@ -22,6 +22,11 @@ are unlabelled (-1): they still train the value head, not the stage heads.
 An episode is successful unless the data says otherwise (a ``success`` column in the episodes
 metadata, or ``next.success`` in the frames: the last frame's flag), because LeRobot datasets
 are almost always successful demonstrations.
+
+Datasets written by ``lerobot_export`` also carry the catalogue task name (``task_name`` in the
+episodes metadata; otherwise the task is the instruction) and per-frame SARM2 columns
+(``progress``, ``reward``, ``primitive_id``, ``success_probability``), returned in
+``metadata['rewards']``.
 """
 
 import json
@@ -36,6 +41,21 @@ from sarm2_common.episode import Episode, UNLABELLED
 from sarm2_common.vocabulary import PRIMITIVES, primitive_id
 
 LOG = logging.getLogger(__name__)
+
+STATE_KEY = 'observation.state'
+ACTION_KEY = 'action'
+IMAGE_KEY_PREFIX = 'observation.images.'
+# Per-frame reward columns, named as the method's authors store them (see lerobot_export).
+PROGRESS_KEY = 'progress'
+REWARD_KEY = 'reward'
+PRIMITIVE_KEY = 'primitive_id'
+SUCCESS_PROBABILITY_KEY = 'success_probability'
+REWARD_COLUMNS = (PROGRESS_KEY, REWARD_KEY, PRIMITIVE_KEY, SUCCESS_PROBABILITY_KEY)
+# LeRobot's RA-BC reads SARM progress from this file at the dataset root.
+RABC_PROGRESS_FILE = 'sarm_progress.parquet'
+# Episode metadata columns of an exported dataset kept in Episode.metadata.
+EPISODE_FIELDS = ('episode_id', 'source_bag', 'reward_source', 'rollout_label', 'seed',
+                  'reason')
 
 # First word of a free-text subtask name -> vocabulary primitive.
 SYNONYMS = {
@@ -187,8 +207,8 @@ class LeRobotReader:
                         if spec.get('dtype') in ('video', 'image')}
         if not self.cameras:
             raise ValueError(f'{info_path}: no image or video features')
-        if 'observation.state' not in features:
-            raise ValueError(f'{info_path}: no observation.state feature')
+        if STATE_KEY not in features:
+            raise ValueError(f'{info_path}: no {STATE_KEY} feature')
         self.fps = float(self.info.get('fps', 30))
         self.unmapped: set[str] = set()
 
@@ -257,7 +277,7 @@ class LeRobotReader:
 
     def _episode(self, meta: dict, tasks: dict[int, str], cache: dict) -> Episode:
         frames = self._frames(meta, cache)
-        length = len(frames['observation.state'])
+        length = len(frames[STATE_KEY])
         timestamps = np.asarray(frames.get('timestamp', np.arange(length) / self.fps),
                                 dtype=np.float64)
         timestamps = timestamps - timestamps[0]
@@ -272,15 +292,21 @@ class LeRobotReader:
             instruction = tasks.get(int(frames['task_index'][0]), '')
         else:
             instruction = (meta.get('tasks') or [''])[0]
-        state = np.asarray(frames['observation.state'], dtype=np.float32).reshape(length, -1)
-        actions = np.asarray(frames['action'], dtype=np.float32).reshape(length, -1) \
-            if 'action' in frames else np.zeros((length, 0), np.float32)
+        state = np.asarray(frames[STATE_KEY], dtype=np.float32).reshape(length, -1)
+        actions = np.asarray(frames[ACTION_KEY], dtype=np.float32).reshape(length, -1) \
+            if ACTION_KEY in frames else np.zeros((length, 0), np.float32)
+        metadata = {'source': 'lerobot', 'dataset': str(self.root), 'fps': self.fps,
+                    **{name: meta[name] for name in EPISODE_FIELDS if name in meta}}
+        rewards = {name: np.asarray(frames[name], dtype=np.float64) for name in REWARD_COLUMNS
+                   if name in frames}
+        if rewards:
+            metadata['rewards'] = rewards
         return Episode(
             episode_id=f'{self.root.name}/episode_{int(meta["episode_index"]):06d}',
-            task=instruction, instruction=instruction, images=images, joint_positions=state,
-            actions=actions, primitive_ids=_labels(meta, length, self.mapping, self.unmapped),
-            timestamps=timestamps, success=_success(meta, frames),
-            metadata={'source': 'lerobot', 'dataset': str(self.root), 'fps': self.fps})
+            task=meta.get('task_name') or instruction, instruction=instruction, images=images,
+            joint_positions=state, actions=actions,
+            primitive_ids=_labels(meta, length, self.mapping, self.unmapped),
+            timestamps=timestamps, success=_success(meta, frames), metadata=metadata)
 
 
 def read_lerobot_dataset(root: str | Path, image_size: int | None = None,

@@ -6,21 +6,10 @@ for rqt_robot_monitor. Bad inputs are logged once per kind by the node and alway
 """
 
 from collections import Counter, deque
-from dataclasses import dataclass
 import time
 
 import numpy as np
-
-OK, WARN, ERROR, STALE = 0, 1, 2, 3
-
-
-@dataclass
-class DiagnosticReport:
-    """What one diagnostics publication says."""
-
-    level: int
-    message: str
-    values: dict[str, str]
+from sarm2_common.diagnostics import DiagnosticReport, ERROR, OK, STALE, WARN
 
 
 class RewardNodeMonitor:
@@ -40,6 +29,7 @@ class RewardNodeMonitor:
         self.dropped = 0
         self.rate_skipped = 0
         self.bad_inputs: Counter = Counter()
+        self._warned: set[str] = set()
         self.last_heard: dict[str, float | None] = dict.fromkeys(streams)
         self.received: Counter = Counter()
         self._done_times: deque = deque(maxlen=window)
@@ -56,6 +46,13 @@ class RewardNodeMonitor:
         """Record that ``stream`` delivered a message now."""
         self.last_heard[stream] = self._clock()
         self.received[stream] += 1
+
+    def first_warning(self, key: str) -> bool:
+        """Return True the first time ``key`` is seen (the node logs a warning then, once)."""
+        if key in self._warned:
+            return False
+        self._warned.add(key)
+        return True
 
     def bad_input(self, kind: str) -> bool:
         """Count one bad input of ``kind``; return True the first time (the node logs it then)."""

@@ -123,7 +123,7 @@ def test_time_linear_baseline():
 
 
 def test_train_and_evaluate_clis_on_a_lerobot_dataset(tmp_path, capsys):
-    data = write_lerobot(tmp_path / 'ds', make_episodes(5, seed=6, failures=2), 'v2.1')
+    data = write_lerobot(tmp_path / 'ds', make_episodes(5, seed=6, failures=2))
     model_config = tmp_path / 'model.json'
     model_config.write_text(json.dumps({k: v for k, v in TINY.items()
                                         if k not in ('image_size',)}))

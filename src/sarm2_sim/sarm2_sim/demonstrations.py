@@ -26,11 +26,11 @@ import sys
 import zlib
 
 import numpy as np
-from sarm2_common.bag_io import (ACTION_TOPIC, action_message, BagWriter,
-                                 GROUND_TRUTH_TOPIC, ground_truth_message, image_message,
-                                 image_topic, is_finished_bag, joint_state_message,
-                                 JOINT_STATES_TOPIC, METADATA_END, METADATA_START,
+from sarm2_common.bag_io import (ACTION_TOPIC, action_message, BagWriter, GROUND_TRUTH_TOPIC,
+                                 ground_truth_message, image_message, is_finished_bag,
+                                 joint_state_message, METADATA_END, METADATA_START,
                                  metadata_message, METADATA_TOPIC, topic_counts)
+from sarm2_common.topics import image_topic, JOINT_STATES_TOPIC
 from sarm2_common.vocabulary import primitive_id
 from tqdm import tqdm
 

@@ -6,12 +6,14 @@ The node's parameters map one to one onto ``SimNodeConfig``; the topic names are
 """
 
 from dataclasses import dataclass, field
-import math
 
 import numpy as np
-from sarm2_common.bag_io import ACTION_TOPIC, GROUND_TRUTH_TOPIC, image_topic, JOINT_STATES_TOPIC
+from sarm2_common.node_parameters import AT_STARTUP, check_fields, parameter, parameter_names
+from sarm2_common.bag_io import ACTION_TOPIC, GROUND_TRUTH_TOPIC
+from sarm2_common.topics import image_topic, JOINT_STATES_TOPIC
 
-from sarm2_sim.sim_arm import ACTION_SIZE, SimArmConfig
+from sarm2_sim.sim_arm import (ACTION_SIZE, CAMERAS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE,
+                               SimArmConfig)
 
 TWIST_TOPIC = '/servo_node/delta_twist_cmds'
 GRIPPER_TOPIC = '/gripper/command'
@@ -21,7 +23,6 @@ EVALUATION_TOPIC = GROUND_TRUTH_TOPIC
 RESET_SERVICE = '/sim/reset'
 SET_TASK_SERVICE = '/sim/set_task'
 CLOCK_TOPIC = '/clock'
-DIAGNOSTICS_TOPIC = '/diagnostics'
 BASE_FRAME = 'world'
 
 
@@ -42,32 +43,42 @@ def camera_frame(camera: str) -> str:
 
 @dataclass
 class SimNodeConfig:
-    """Parameters of the sim node (see config/sim_node.yaml for their documentation)."""
+    """Parameters of the sim node (sarm2_bringup/config/sim_node.yaml sets them by example)."""
 
-    task: str = 'pick-place-v3'
-    cameras: tuple[str, ...] = ('corner',)
-    image_size: int = 64
-    seed: int = 0
-    sim_rate: float = 80.0
-    camera_rate: float = 20.0
-    joint_state_rate: float = 50.0
-    command_timeout: float = 0.5
-    max_linear_speed: float = 0.5
-    publish_clock: bool = False
+    task: str = parameter('pick-place-v3', 'catalogue task at startup (change: /sim/set_task)',
+                          applies=AT_STARTUP)
+    cameras: tuple[str, ...] = parameter(('corner',), 'cameras to publish, from: '
+                                         + ', '.join(CAMERAS), choices=CAMERAS,
+                                         applies=AT_STARTUP)
+    image_size: int = parameter(64, 'square image size, px', low=MIN_IMAGE_SIZE,
+                                high=MAX_IMAGE_SIZE, applies=AT_STARTUP)
+    seed: int = parameter(0, 'seed of the first episode; later resets draw from it',
+                          applies=AT_STARTUP)
+    sim_rate: float = parameter(20.0, 'simulation steps per wall-clock second (80 = real time; '
+                                'the policy takes one action per step)', low=0.1, high=1000.0,
+                                applies=AT_STARTUP)
+    camera_rate: float = parameter(20.0, 'images per second per camera', low=0.1, high=1000.0,
+                                   applies=AT_STARTUP)
+    joint_state_rate: float = parameter(40.0, 'joint state messages per second', low=0.1,
+                                        high=1000.0, applies=AT_STARTUP)
+    command_timeout: float = parameter(0.5, 's after which a velocity command is stale (arm '
+                                       'stops)', low=0.01, high=10.0)
+    max_linear_speed: float = parameter(0.8, 'm/s; faster twist commands are clamped and '
+                                        'reported', low=0.01, high=0.8)
+    publish_clock: bool = parameter(False, 'publish simulated time on /clock (for '
+                                    'use_sim_time)', applies=AT_STARTUP)
     arm: SimArmConfig = field(init=False, repr=False)
 
     def __post_init__(self):
-        for name in ('sim_rate', 'camera_rate', 'joint_state_rate'):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0.1 <= value <= 1000.0):
-                raise ValueError(f'{name} must be within 0.1..1000 Hz, got {value}')
-        if not (math.isfinite(self.command_timeout) and self.command_timeout > 0.0):
-            raise ValueError(f'command_timeout must be > 0 s, got {self.command_timeout}')
-        if not (math.isfinite(self.max_linear_speed) and self.max_linear_speed > 0.0):
-            raise ValueError(f'max_linear_speed must be > 0 m/s, got {self.max_linear_speed}')
+        check_fields(self)
         self.arm = SimArmConfig(task=self.task, cameras=tuple(self.cameras),
                                 image_size=int(self.image_size), seed=int(self.seed),
                                 max_steps=np.iinfo(np.int32).max)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Parameter names, in declaration order."""
+        return parameter_names(cls)
 
 
 @dataclass(frozen=True)

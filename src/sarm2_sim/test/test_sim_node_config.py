@@ -14,7 +14,7 @@ def test_config_maps_onto_the_arm_config():
 
 @pytest.mark.parametrize('kwargs, message', [
     ({'task': 'nope-v3'}, 'unknown task'),
-    ({'image_size': 2}, 'impossible'),
+    ({'image_size': 2}, 'image_size'),
     ({'sim_rate': 0.0}, 'sim_rate'),
     ({'camera_rate': float('nan')}, 'camera_rate'),
     ({'command_timeout': -1.0}, 'command_timeout'),

@@ -5,9 +5,13 @@ drives the arm. The order inside ``ControlCore.step`` is the safety contract:
 
 1. e-stop / watchdog gate first: a stopped or stale arm never even queries the policy;
 2. the policy is queried when the chunk executor needs a chunk; the chunk's shape is checked;
-3. the per-step action is mapped to command units (``CommandMapping``) and filtered by the
+3. after a query the gate is checked again at the time read *then* from the caller's clock: a
+   slow query must not turn observations that went stale meanwhile into a motion command. The
+   output carries the time of its last check (``StepOutput.checked_at``) and the node stamps
+   the command with it, so no command is ever stamped later than its observations allow;
+4. the per-step action is mapped to command units (``CommandMapping``) and filtered by the
    ``SafetyFilter``; only the filter's output leaves this module;
-4. a hold caused by bad policy output drops the pending chunk, so the next step re-queries.
+5. a hold caused by bad policy output drops the pending chunk, so the next step re-queries.
 
 Actions and commands:
 
@@ -20,7 +24,9 @@ Actions and commands:
 told to do, in the policy's own action space (what rollout learning must use).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+import math
 import time
 
 import numpy as np
@@ -36,6 +42,7 @@ END_TIME_LIMIT = 'time_limit'
 END_CANCELED = 'canceled'
 END_ESTOP = 'estop'
 END_FAULT = 'fault'
+END_SHUTDOWN = 'shutdown'          # the node was stopped (Ctrl-C, SIGTERM) mid-episode
 
 
 @dataclass
@@ -70,6 +77,7 @@ class StepOutput:
     base_action: np.ndarray | None      # policy action for this step (None: not queried)
     executed_action: np.ndarray | None  # filtered command in action units (None: nothing sent)
     inference_time: float | None        # s spent in select_action this step (None: no query)
+    checked_at: float = 0.0             # s, caller's clock: when the gate last passed/closed
 
 
 class ControlCore:
@@ -95,15 +103,17 @@ class ControlCore:
         self._gripper = 0.0
 
     def step(self, obs: PolicyObservation | None, ee_position: np.ndarray | None, now: float,
-             dt: float) -> StepOutput:
+             dt: float, clock: Callable[[], float] | None = None) -> StepOutput:
         """Run one control period; ``obs`` None means no complete observation yet.
 
+        ``clock`` (same time base as ``now``) is read again after a policy query to re-check
+        the gate; without it ``now`` is used throughout (simulated time, tests).
         Raises whatever the policy raises (the caller ends the episode with a fault).
         """
         gate = self._gate(obs, now, ee_position, dt)
         if gate is not None:
             self.executor.reset()
-            return StepOutput(gate, None, None, None)
+            return StepOutput(gate, None, None, None, now)
         inference_time = None
         if self.executor.needs_chunk():
             started = time.perf_counter()
@@ -111,11 +121,17 @@ class ControlCore:
             inference_time = time.perf_counter() - started
             self.executor.add_chunk(check_chunk(chunk, self.policy.chunk_size,
                                                 self.policy.action_dim))
+            if clock is not None:
+                now = clock()
+                gate = self._gate(obs, now, ee_position, dt)
+                if gate is not None:
+                    self.executor.reset()
+                    return StepOutput(gate, None, None, inference_time, now)
         action = self.executor.next_action()
         output = self._filter(action, obs, ee_position, now, dt)
         if output.kind != COMMAND:
             self.executor.reset()
-        return StepOutput(output, action, self._executed(output), inference_time)
+        return StepOutput(output, action, self._executed(output), inference_time, now)
 
     def _gate(self, obs, now, ee_position, dt) -> SafetyOutput | None:
         if not (self.safety.estopped or self.safety.stale_streams(now)):
@@ -162,12 +178,53 @@ class EpisodeLimits:
     max_steps: int = 200
     time_limit: float = 60.0            # s
     success_threshold: float = 0.9      # reward model success probability
+    success_frames: int = 3             # consecutive frames at or above the threshold
 
     def __post_init__(self):
-        if self.max_steps < 1 or not self.time_limit > 0:
-            raise ValueError('max_steps must be >= 1 and time_limit > 0 s')
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(f'max_steps must be an integer >= 1, got {self.max_steps!r}')
+        if not (math.isfinite(self.time_limit) and self.time_limit > 0):
+            raise ValueError(f'time_limit must be a finite number of seconds > 0, got '
+                             f'{self.time_limit!r}')
         if not 0.0 < self.success_threshold <= 1.0:
             raise ValueError('success_threshold must be in (0, 1]')
+        if self.success_frames < 1:
+            raise ValueError('success_frames must be >= 1')
+
+
+class SuccessDetector:
+    """Reward-based success: ``frames`` consecutive rewards at or above ``threshold``.
+
+    A single frame's spike of the success head (a glimpse that looks like the goal) is not a
+    success; a run of them is. One instance per episode; feed it every reward of the episode.
+    """
+
+    def __init__(self, threshold: float, frames: int):
+        self.threshold = threshold
+        self.frames = frames
+        self._run = 0
+
+    def update(self, success_probability: float) -> bool:
+        """Take the next frame's success probability; return True once the run is long enough."""
+        if math.isfinite(success_probability) and success_probability >= self.threshold:
+            self._run += 1
+        else:
+            self._run = 0
+        return self._run >= self.frames
+
+
+def observation_time(stamp: float | None, received: float, mode: str) -> float:
+    """When an observation was taken, for the watchdog (seconds on the node's clock).
+
+    ``header`` mode: the capture stamp, so a frame handled late (a busy executor) or stamped
+    long ago (a stalled driver replaying old frames) is as old as it really is; a stamp ahead of
+    the receive time (another clock, or a bogus stamp) cannot make a frame look fresher than
+    its arrival, so it counts from arrival. ``receive`` mode (configured explicitly, for drivers
+    stamping on another clock): the arrival time. A message without a header counts from arrival.
+    """
+    if mode == 'receive' or stamp is None:
+        return received
+    return min(stamp, received)
 
 
 def end_reason(limits: EpisodeLimits, steps: int, elapsed: float, success: bool) -> str | None:

@@ -1,160 +1,166 @@
 """Configuration of the policy node, ROS-free: the node's parameters map one-to-one onto it.
 
-The node validates every parameter change by building a ``PolicyNodeConfig`` with the new value,
-so the YAML file (config/policy_node.yaml), ROS parameters and tests share one set of rules.
-``PARAMETER_DOCS`` are the parameter descriptions. The ``safety_*`` parameters become the
-``SafetyConfig`` every command passes through.
+Each field is a parameter (``sarm2_common.node_parameters.parameter``: description, range or
+allowed values, when a change applies); the node declares them all from this class and validates
+every change by building a ``PolicyNodeConfig`` with the new value, so the YAML file
+(sarm2_bringup/config/policy_node.yaml), ROS parameters and tests share one set of rules. The
+``safety_*`` parameters become the ``SafetyConfig`` every command passes through.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
+from sarm2_common.node_parameters import (AT_STARTUP, check_fields, NEXT_EPISODE, ON_CONFIGURE,
+                                          parameter, parameter_names)
+from sarm2_common.topics import image_topic
 from spiral_policy.episode_runner import COMMAND_INTERFACES, CommandMapping, EpisodeLimits
 from spiral_policy.safety import SafetyConfig
 from spiral_policy.vla import ChunkExecutorConfig, EXECUTION_MODES
 
 POLICY_TYPES = ('compact_vla', 'openpi')
 SUCCESS_SOURCES = ('reward', 'sim', 'none')
-
-PARAMETER_DOCS = {
-    'policy_type': 'compact_vla (checkpoint directory) or openpi (remote websocket server)',
-    'checkpoint': 'compact VLA checkpoint directory (config.json + model.safetensors)',
-    'residual_checkpoint': 'SPIRAL residual directory (spiral_update --out); empty: base policy '
-                           'only. Runs base + residual with best-of-k candidates by Q',
-    'openpi_host': 'openpi policy server host',
-    'openpi_port': 'openpi policy server port',
-    'openpi_image_keys': 'camera=server_key pairs, e.g. corner=observation/image',
-    'openpi_state_key': 'server key of the joint state',
-    'openpi_prompt_key': 'server key of the instruction',
-    'openpi_image_size': 'pixels, square image size sent to the server',
-    'openpi_chunk_size': 'leading actions of the server horizon to execute',
-    'cameras': 'camera names in policy order',
-    'camera_topics': 'image topic per camera; empty: /camera/<name>/image_raw',
-    'joint_states_topic': 'sensor_msgs/JointState topic (policy state)',
-    'joint_names': 'joints taken from joint states, in policy order; empty: message order',
-    'ee_pose_topic': 'geometry_msgs/PoseStamped end-effector position (workspace box)',
-    'reward_topic': 'sarm2_msgs/StageReward topic (success probability, dense reward)',
-    'success_source': 'reward: reward model success probability; sim: simulator ground truth '
-                      '(simulation only); none: run to the step/time limit',
-    'success_threshold': 'success probability that ends an episode as a success',
-    'ground_truth_topic': 'sarm2_msgs/SimGroundTruth topic (success_source sim only)',
-    'command_interface': 'twist (geometry_msgs/TwistStamped), joint_trajectory '
-                         '(trajectory_msgs/JointTrajectory) or joint_array '
-                         '(std_msgs/Float64MultiArray, ros2_control forward controller)',
-    'command_topic': 'topic of the arm command',
-    'gripper_topic': 'std_msgs/Float64 gripper command topic; empty: no gripper',
-    'command_frame_id': 'frame_id of TwistStamped commands',
-    'velocity_scale': 'm/s per unit of a twist action (sim: SimArm.max_linear_speed)',
-    'command_joint_names': 'joints of joint commands, in action order; they must lead the '
-                           'policy state (joint_names)',
-    'control_rate': 'Hz, control loop rate',
-    'execution_mode': 'chunk (execute chunks open loop) or ensemble (temporal ensembling)',
-    'execute_steps': 'actions executed per chunk in chunk mode; 0: the whole chunk',
-    'ensemble_decay': 'temporal ensembling weight decay per step of prediction age',
-    'max_steps': 'default control steps per episode (a goal may override)',
-    'time_limit': 's, default episode time limit (a goal may override)',
-    'start_timeout': 's to wait for fresh observations after the reset at episode start',
-    'reset_service': 'sarm2_msgs/ResetEpisode service called at episode start; empty: none',
-    'set_task_service': 'sarm2_msgs/SetTask service called at episode start; empty: none',
-    'bag_directory': 'directory for rollout bags (one per episode)',
-    'flush_period': 's, longest time recorded data waits before reaching the disk',
-    'estop_topic': 'std_msgs/Bool topic; true latches the e-stop until ~/reset_estop',
-    'safety_joint_lower': 'rad, lower joint position limits (joint interfaces)',
-    'safety_joint_upper': 'rad, upper joint position limits (joint interfaces)',
-    'safety_max_joint_velocity': 'rad/s, one value or one per joint',
-    'safety_max_joint_step': 'rad, largest change of a joint target per command',
-    'safety_max_cartesian_speed': 'm/s, largest end-effector linear speed',
-    'safety_workspace_min': 'm, x y z lower corner of the workspace box (command frame)',
-    'safety_workspace_max': 'm, x y z upper corner of the workspace box',
-    'safety_enforce_workspace': 'hold unless the end-effector position is known and in the box',
-    'safety_gripper_min': 'lowest gripper command',
-    'safety_gripper_max': 'highest gripper command',
-    'safety_watchdog_timeout': 's, observation age beyond which the arm holds position',
-    'diagnostics_period': 's between /diagnostics messages',
-    'autostart': 'configure and activate at startup instead of waiting for lifecycle commands',
-}
-READ_ONLY = ('autostart', 'diagnostics_period')
-# Everything else takes effect at the next configure, except these (next episode):
-PER_EPISODE = ('max_steps', 'time_limit', 'success_source', 'success_threshold',
-               'execution_mode', 'execute_steps', 'ensemble_decay', 'bag_directory',
-               'flush_period', 'start_timeout')
-
+OBSERVATION_STAMPS = ('header', 'receive')
 
 @dataclass
 class PolicyNodeConfig:
-    policy_type: str = 'compact_vla'
-    checkpoint: str = ''
-    residual_checkpoint: str = ''
-    openpi_host: str = 'localhost'
-    openpi_port: int = 8000
-    openpi_image_keys: tuple[str, ...] = ('corner=observation/image',)
-    openpi_state_key: str = 'observation/state'
-    openpi_prompt_key: str = 'prompt'
-    openpi_image_size: int = 224
-    openpi_chunk_size: int = 10
-    cameras: tuple[str, ...] = ('corner',)
-    camera_topics: tuple[str, ...] = ()
-    joint_states_topic: str = '/joint_states'
-    joint_names: tuple[str, ...] = ()
-    ee_pose_topic: str = '/arm/ee_pose'
-    reward_topic: str = '/sarm2/stage_reward'
-    success_source: str = 'reward'
-    success_threshold: float = 0.9
-    ground_truth_topic: str = '/sim/ground_truth'
-    command_interface: str = 'twist'
-    command_topic: str = '/arm/cartesian_velocity'
-    gripper_topic: str = '/gripper/command'
-    command_frame_id: str = 'world'
-    velocity_scale: float = 0.8
-    command_joint_names: tuple[str, ...] = ()
-    control_rate: float = 10.0
-    execution_mode: str = 'chunk'
-    execute_steps: int = 0
-    ensemble_decay: float = 0.01
-    max_steps: int = 200
-    time_limit: float = 60.0
-    start_timeout: float = 5.0
-    reset_service: str = ''
-    set_task_service: str = ''
-    bag_directory: str = 'rollouts'
-    flush_period: float = 1.0
-    estop_topic: str = '/estop'
-    safety_joint_lower: tuple[float, ...] = ()
-    safety_joint_upper: tuple[float, ...] = ()
-    safety_max_joint_velocity: tuple[float, ...] = (1.0,)
-    safety_max_joint_step: float = 0.05
-    safety_max_cartesian_speed: float = 0.25
-    safety_workspace_min: tuple[float, ...] = (-1.0, -1.0, 0.0)
-    safety_workspace_max: tuple[float, ...] = (1.0, 1.0, 1.5)
-    safety_enforce_workspace: bool = True
-    safety_gripper_min: float = -1.0
-    safety_gripper_max: float = 1.0
-    safety_watchdog_timeout: float = 0.5
-    diagnostics_period: float = 1.0
-    autostart: bool = False
+    """The policy node's parameters (config/policy_node.yaml documents them by example)."""
+
+    policy_type: str = parameter('compact_vla', 'compact_vla (checkpoint directory) or openpi '
+                                 '(remote websocket server)', choices=POLICY_TYPES,
+                                 applies=ON_CONFIGURE)
+    checkpoint: str = parameter('', 'compact VLA checkpoint directory (config.json + '
+                                'model.safetensors)', applies=ON_CONFIGURE)
+    residual_checkpoint: str = parameter('', 'SPIRAL residual directory (spiral_update --out); '
+                                         'empty: base policy only. Runs base + residual with '
+                                         'best-of-k candidates by Q', applies=ON_CONFIGURE)
+    openpi_host: str = parameter('localhost', 'openpi policy server host',
+                                 applies=ON_CONFIGURE)
+    openpi_port: int = parameter(8000, 'openpi policy server port', low=1, high=65535,
+                                 applies=ON_CONFIGURE)
+    openpi_image_keys: tuple[str, ...] = parameter(
+        ('corner=observation/image',), 'camera=server_key pairs, e.g. corner=observation/image',
+        applies=ON_CONFIGURE)
+    openpi_state_key: str = parameter('observation/state', 'server key of the joint state',
+                                      applies=ON_CONFIGURE)
+    openpi_prompt_key: str = parameter('prompt', 'server key of the instruction',
+                                       applies=ON_CONFIGURE)
+    openpi_image_size: int = parameter(224, 'pixels, square image size sent to the server',
+                                       low=16, high=4096, applies=ON_CONFIGURE)
+    openpi_chunk_size: int = parameter(10, 'leading actions of the server horizon to execute',
+                                       low=1, high=1000, applies=ON_CONFIGURE)
+    cameras: tuple[str, ...] = parameter(('corner',), 'camera names in policy order',
+                                         applies=ON_CONFIGURE)
+    camera_topics: tuple[str, ...] = parameter((), 'image topic per camera; empty: '
+                                               '/camera/<name>/image_raw', applies=ON_CONFIGURE)
+    joint_states_topic: str = parameter('/joint_states', 'sensor_msgs/JointState topic (policy '
+                                        'state)', applies=ON_CONFIGURE)
+    joint_names: tuple[str, ...] = parameter((), 'joints taken from joint states, in policy '
+                                             'order; empty: message order',
+                                             applies=ON_CONFIGURE)
+    ee_pose_topic: str = parameter('/arm/ee_pose', 'geometry_msgs/PoseStamped end-effector '
+                                   'position (workspace box)', applies=ON_CONFIGURE)
+    reward_topic: str = parameter('/sarm2/stage_reward', 'sarm2_msgs/StageReward topic (success '
+                                  'probability, dense reward)', applies=ON_CONFIGURE)
+    success_source: str = parameter('reward', 'reward: reward model success probability; sim: '
+                                    'simulator ground truth (simulation only); none: run to the '
+                                    'step/time limit', choices=SUCCESS_SOURCES,
+                                    applies=ON_CONFIGURE)
+    success_threshold: float = parameter(0.9, 'success probability that counts as success '
+                                         '(success_source reward)', low=0.01, high=1.0,
+                                         applies=NEXT_EPISODE)
+    success_frames: int = parameter(3, 'consecutive rewarded frames at or above '
+                                    'success_threshold that end an episode as a success (one '
+                                    'spike is not a success)', low=1, high=1000,
+                                    applies=NEXT_EPISODE)
+    ground_truth_topic: str = parameter('/sim/ground_truth', 'sarm2_msgs/SimGroundTruth topic '
+                                        '(success_source sim only)', applies=ON_CONFIGURE)
+    command_interface: str = parameter('twist', 'twist (geometry_msgs/TwistStamped), '
+                                       'joint_trajectory (trajectory_msgs/JointTrajectory) or '
+                                       'joint_array (std_msgs/Float64MultiArray, ros2_control '
+                                       'forward controller)', choices=COMMAND_INTERFACES,
+                                       applies=ON_CONFIGURE)
+    command_topic: str = parameter('/arm/cartesian_velocity', 'topic of the arm command',
+                                   applies=ON_CONFIGURE)
+    gripper_topic: str = parameter('/gripper/command', 'std_msgs/Float64 gripper command topic; '
+                                   'empty: no gripper', applies=ON_CONFIGURE)
+    command_frame_id: str = parameter('world', 'frame_id of TwistStamped commands',
+                                      applies=ON_CONFIGURE)
+    velocity_scale: float = parameter(0.8, 'm/s per unit of a twist action (sim: '
+                                      'SimArm.max_linear_speed)', low=0.001, high=10.0,
+                                      applies=ON_CONFIGURE)
+    command_joint_names: tuple[str, ...] = parameter(
+        (), 'joints of joint commands, in action order; they must lead the policy state '
+        '(joint_names)', applies=ON_CONFIGURE)
+    control_rate: float = parameter(10.0, 'Hz, control loop rate', low=0.1, high=1000.0,
+                                    applies=ON_CONFIGURE)
+    execution_mode: str = parameter('chunk', 'chunk (execute chunks open loop) or ensemble '
+                                    '(temporal ensembling)', choices=EXECUTION_MODES,
+                                    applies=NEXT_EPISODE)
+    execute_steps: int = parameter(0, 'actions executed per chunk in chunk mode; 0: the whole '
+                                   'chunk', low=0, high=10000, applies=NEXT_EPISODE)
+    ensemble_decay: float = parameter(0.01, 'temporal ensembling weight decay per step of '
+                                      'prediction age', low=0.0, high=10.0,
+                                      applies=NEXT_EPISODE)
+    max_steps: int = parameter(200, 'default control steps per episode (a goal may override)',
+                               low=1, high=10_000_000, applies=NEXT_EPISODE)
+    time_limit: float = parameter(60.0, 's, default episode time limit (a goal may override)',
+                                  low=0.01, high=1e6, applies=NEXT_EPISODE)
+    start_timeout: float = parameter(5.0, 's to wait for fresh observations after the reset '
+                                     'at episode start', low=0.01, high=3600.0,
+                                     applies=NEXT_EPISODE)
+    reset_service: str = parameter('', 'sarm2_msgs/ResetEpisode service called at episode '
+                                   'start; empty: none', applies=ON_CONFIGURE)
+    set_task_service: str = parameter('', 'sarm2_msgs/SetTask service called at episode start; '
+                                      'empty: none', applies=ON_CONFIGURE)
+    bag_directory: str = parameter('rollouts', 'directory for rollout bags (one per episode)',
+                                   applies=NEXT_EPISODE)
+    flush_period: float = parameter(1.0, 's, longest time recorded data waits before reaching '
+                                    'the disk', low=0.01, high=60.0, applies=NEXT_EPISODE)
+    estop_topic: str = parameter('/estop', 'std_msgs/Bool topic; true latches the e-stop until '
+                                 '~/reset_estop', applies=AT_STARTUP)
+    observation_stamps: str = parameter('header', 'how the watchdog dates observations: header '
+                                        '(capture stamps, on the node clock) or receive '
+                                        '(arrival time; only for drivers whose stamps are on '
+                                        'another clock)', choices=OBSERVATION_STAMPS,
+                                        applies=ON_CONFIGURE)
+    safety_joint_lower: tuple[float, ...] = parameter(
+        (), 'rad, lower joint position limits (joint interfaces)', applies=ON_CONFIGURE)
+    safety_joint_upper: tuple[float, ...] = parameter(
+        (), 'rad, upper joint position limits (joint interfaces)', applies=ON_CONFIGURE)
+    safety_max_joint_velocity: tuple[float, ...] = parameter(
+        (1.0,), 'rad/s, one value or one per joint', low=1e-4, high=100.0, applies=ON_CONFIGURE)
+    safety_max_joint_step: float = parameter(0.05, 'rad, largest change of a joint target per '
+                                             'command', low=1e-5, high=1.0,
+                                             applies=ON_CONFIGURE)
+    safety_max_cartesian_speed: float = parameter(0.25, 'm/s, largest end-effector linear '
+                                                  'speed', low=1e-4, high=2.0,
+                                                  applies=ON_CONFIGURE)
+    safety_workspace_min: tuple[float, ...] = parameter(
+        (-1.0, -1.0, 0.0), 'm, x y z lower corner of the workspace box (command frame)',
+        low=-100.0, high=100.0, applies=ON_CONFIGURE)
+    safety_workspace_max: tuple[float, ...] = parameter(
+        (1.0, 1.0, 1.5), 'm, x y z upper corner of the workspace box', low=-100.0, high=100.0,
+        applies=ON_CONFIGURE)
+    safety_enforce_workspace: bool = parameter(True, 'hold unless the end-effector position is '
+                                               'known and in the box', applies=ON_CONFIGURE)
+    safety_gripper_min: float = parameter(-1.0, 'lowest gripper command', low=-1000.0,
+                                          high=1000.0, applies=ON_CONFIGURE)
+    safety_gripper_max: float = parameter(1.0, 'highest gripper command', low=-1000.0,
+                                          high=1000.0, applies=ON_CONFIGURE)
+    safety_watchdog_timeout: float = parameter(0.5, 's, observation age beyond which the arm '
+                                               'holds position', low=0.01, high=5.0,
+                                               applies=ON_CONFIGURE)
+    diagnostics_period: float = parameter(1.0, 's between /diagnostics messages', low=0.05,
+                                          high=60.0, applies=AT_STARTUP)
+    autostart: bool = parameter(False, 'configure and activate at startup instead of waiting '
+                                'for lifecycle commands', applies=AT_STARTUP)
 
     def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):
-                setattr(self, f.name, tuple(value))
-        if self.policy_type not in POLICY_TYPES:
-            raise ValueError(f'policy_type {self.policy_type!r}; choose one of {POLICY_TYPES}')
-        if self.success_source not in SUCCESS_SOURCES:
-            raise ValueError(f'success_source {self.success_source!r}; choose one of '
-                             f'{SUCCESS_SOURCES}')
-        if self.command_interface not in COMMAND_INTERFACES:
-            raise ValueError(f'command_interface {self.command_interface!r}; choose one of '
-                             f'{COMMAND_INTERFACES}')
-        if self.execution_mode not in EXECUTION_MODES:
-            raise ValueError(f'execution_mode {self.execution_mode!r}; choose one of '
-                             f'{EXECUTION_MODES}')
+        check_fields(self)
         if not self.cameras:
             raise ValueError('cameras: at least one camera')
         if self.camera_topics and len(self.camera_topics) != len(self.cameras):
             raise ValueError(f'camera_topics has {len(self.camera_topics)} entries for '
                              f'{len(self.cameras)} cameras')
-        if not self.control_rate > 0 or not self.flush_period > 0 or not self.start_timeout > 0:
-            raise ValueError('control_rate, flush_period and start_timeout must be > 0')
         if not self.command_topic:
             raise ValueError('command_topic must not be empty')
         if self.safety_enforce_workspace and self.command_interface == 'twist' \
@@ -172,7 +178,8 @@ class PolicyNodeConfig:
 
     @classmethod
     def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        """Parameter names, in declaration order."""
+        return parameter_names(cls)
 
     @property
     def control_period(self) -> float:
@@ -182,7 +189,7 @@ class PolicyNodeConfig:
         """Image topic of ``camera``."""
         if self.camera_topics:
             return self.camera_topics[self.cameras.index(camera)]
-        return f'/camera/{camera}/image_raw'
+        return image_topic(camera)
 
     def safety(self) -> SafetyConfig:
         return SafetyConfig(
@@ -215,7 +222,7 @@ class PolicyNodeConfig:
     def limits(self, max_steps: int = 0, time_limit: float = 0.0) -> EpisodeLimits:
         """Episode limits; a goal's non-zero values override the defaults."""
         return EpisodeLimits(max_steps or self.max_steps, time_limit or self.time_limit,
-                             self.success_threshold)
+                             self.success_threshold, self.success_frames)
 
     def openpi_keys(self) -> dict[str, str]:
         return dict(pair.split('=', 1) for pair in self.openpi_image_keys)

@@ -2,11 +2,22 @@
 
 import pytest
 
-from spiral_policy.policy_node_config import PARAMETER_DOCS, PolicyNodeConfig
+from sarm2_common.node_parameters import parameter_fields, spec
+from spiral_policy.policy_node_config import PolicyNodeConfig
 
 
-def test_every_parameter_is_documented():
-    assert set(PolicyNodeConfig.names()) == set(PARAMETER_DOCS)
+def test_every_field_is_a_documented_parameter():
+    assert len(parameter_fields(PolicyNodeConfig)) == len(PolicyNodeConfig.names()) > 40
+    assert all(spec(PolicyNodeConfig, name).description for name in PolicyNodeConfig.names())
+
+
+def test_every_safety_limit_has_a_range():
+    for name in PolicyNodeConfig.names():
+        if name.startswith('safety_') and name not in ('safety_joint_lower',
+                                                       'safety_joint_upper',
+                                                       'safety_enforce_workspace'):
+            parameter_spec = spec(PolicyNodeConfig, name)
+            assert parameter_spec.low is not None and parameter_spec.high is not None, name
 
 
 def test_parts_built_from_parameters():
@@ -28,6 +39,10 @@ def test_parts_built_from_parameters():
     {'control_rate': 0.0},
     {'ee_pose_topic': ''},                                 # workspace box without a pose
     {'safety_max_cartesian_speed': -1.0},
+    {'safety_max_cartesian_speed': 50.0},                  # outside the parameter's range
+    {'safety_watchdog_timeout': float('nan')},
+    {'control_rate': float('inf')},
+    {'safety_workspace_max': (1.0, float('nan'), 1.0)},
     {'openpi_image_keys': ('corner',)},
     {'execution_mode': 'later'},
     {'command_interface': 'joint_array', 'command_joint_names': ('a',), 'ee_pose_topic': '',

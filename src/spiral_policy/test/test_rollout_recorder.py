@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from sarm2_common import bag_io
+from sarm2_common import bag_io, topics
 from sarm2_common.bag_dataset import read_episode
-from spiral_policy.rollout_recorder import RolloutRecorder, StreamingBagWriter
+from sarm2_common.bag_writer import StreamingBagWriter
+from spiral_policy.rollout_recorder import RolloutRecorder
 
-TOPICS = {bag_io.image_topic('corner'): bag_io.IMAGE_TYPE,
-          bag_io.JOINT_STATES_TOPIC: bag_io.JOINT_STATE_TYPE,
+TOPICS = {topics.image_topic('corner'): bag_io.IMAGE_TYPE,
+          topics.JOINT_STATES_TOPIC: bag_io.JOINT_STATE_TYPE,
           bag_io.ACTION_TOPIC: bag_io.ACTION_TYPE,
           bag_io.METADATA_TOPIC: bag_io.METADATA_TYPE}
 
@@ -27,8 +28,8 @@ def write_frame(recorder, step, stamp):
     store = bag_io.typestore()
     image = np.full((8, 8, 3), step % 256, np.uint8)
     for topic, message in (
-            (bag_io.image_topic('corner'), bag_io.image_message(image, stamp, 'corner')),
-            (bag_io.JOINT_STATES_TOPIC,
+            (topics.image_topic('corner'), bag_io.image_message(image, stamp, 'corner')),
+            (topics.JOINT_STATES_TOPIC,
              bag_io.joint_state_message(['j'] * 9, np.full(9, step, np.float64), stamp)),
             (bag_io.ACTION_TOPIC, bag_io.action_message(np.array([step, 0, 0, 1.0])))):
         recorder.write(topic, store.serialize_cdr(message, message.__msgtype__), stamp)
@@ -51,7 +52,7 @@ def test_finished_bag_opens_everywhere(tmp_path):
     assert recorder.stop({'task': 'reach-v3', 'success': True}) == path
     with Reader(path) as reader:
         counts = {topic: info.msgcount for topic, info in reader.topics.items()}
-        assert counts[bag_io.JOINT_STATES_TOPIC] == 5 and counts[bag_io.METADATA_TOPIC] == 2
+        assert counts[topics.JOINT_STATES_TOPIC] == 5 and counts[bag_io.METADATA_TOPIC] == 2
         assert len(list(reader.messages())) == 17
         assert '"success": true' in reader.storage.metadata.custom['episode_metadata']
     with open(next(path.glob('*.mcap')), 'rb') as stream:
@@ -64,16 +65,33 @@ def test_finished_bag_opens_everywhere(tmp_path):
     np.testing.assert_allclose(episode.actions[:, 0], np.arange(5))
 
 
+@pytest.mark.parametrize('flipped', [1, 20])
+def test_rollout_with_altered_bytes_is_refused_by_the_dataset_reader(tmp_path, flipped):
+    recorder = RolloutRecorder(tmp_path, bag_io.typestore())
+    path = recorder.start('ep1', TOPICS, {'task': 'reach-v3'})
+    for step in range(5):
+        write_frame(recorder, step, 10_000 + step * 100_000_000)
+    recorder.stop({'task': 'reach-v3'})
+    (mcap_file,) = path.glob('*.mcap')
+    data = bytearray(mcap_file.read_bytes())
+    middle = len(data) // 2                 # inside the recorded images
+    for i in range(flipped):
+        data[middle + 3 * i] ^= 0xFF
+    mcap_file.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match='checksum mismatch'):
+        read_episode(path)
+
+
 def test_rclpy_bytes_are_stored_canonically(tmp_path):
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import JointState
 
     raw = serialize_message(JointState(name=['joint_0', 'joint_1'], position=[0.5, -1.0]))
     writer = StreamingBagWriter(tmp_path / 'bag', bag_io.typestore())
-    writer.add_connection(bag_io.JOINT_STATES_TOPIC, bag_io.JOINT_STATE_TYPE)
-    writer.write(bag_io.JOINT_STATES_TOPIC, raw, 5)
+    writer.add_connection(topics.JOINT_STATES_TOPIC, bag_io.JOINT_STATE_TYPE)
+    writer.write(topics.JOINT_STATES_TOPIC, raw, 5)
     with pytest.raises(ValueError):
-        writer.write(bag_io.JOINT_STATES_TOPIC, b'\x00\x07\x00\x00', 6)
+        writer.write(topics.JOINT_STATES_TOPIC, b'\x00\x07\x00\x00', 6)
     writer.close()
     ((topic, _, message),) = list(bag_io.read_messages(tmp_path / 'bag'))
     assert list(message.name) == ['joint_0', 'joint_1']
@@ -128,13 +146,13 @@ def test_sigkill_mid_episode_leaves_a_readable_bag(tmp_path):
     with Reader(bag) as reader:
         steps = [int(bag_io.typestore().deserialize_cdr(data, c.msgtype).position[0])
                  for c, _, data in reader.messages()
-                 if c.topic == bag_io.JOINT_STATES_TOPIC]
+                 if c.topic == topics.JOINT_STATES_TOPIC]
     # at ~100 frames/s and a 0.2 s flush period, at most ~20 frames (+ scheduling) are lost
     assert steps == list(range(len(steps))) and len(steps) >= written - 60
     with open(next(bag.glob('*.mcap')), 'rb') as stream:
-        topics = [channel.topic for _, channel, _ in make_reader(stream).iter_messages()]
-    assert topics.count(bag_io.JOINT_STATES_TOPIC) == len(steps)
+        seen = [channel.topic for _, channel, _ in make_reader(stream).iter_messages()]
+    assert seen.count(topics.JOINT_STATES_TOPIC) == len(steps)
     episode = read_episode(bag)
     # frames follow the camera; a flush may fall between a frame's image and its joint state
-    assert len(episode) == topics.count(bag_io.image_topic('corner'))
+    assert len(episode) == seen.count(topics.image_topic('corner'))
     assert len(episode) in (len(steps), len(steps) + 1) and not episode.metadata['complete']

@@ -3,14 +3,16 @@
 import json
 import logging
 from pathlib import Path
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from sarm2_common.bag_io import (ACTION_TOPIC, action_message, BagWriter, image_message,
-                                 image_topic, joint_state_message, JOINT_STATES_TOPIC,
-                                 METADATA_END, METADATA_START, metadata_message, METADATA_TOPIC)
+                                 joint_state_message, METADATA_END, METADATA_START,
+                                 metadata_message, METADATA_TOPIC)
+from sarm2_common.topics import image_topic, JOINT_STATES_TOPIC
 from sarm2_reward.checkpoint import save_checkpoint
 from sarm2_common.episode import Episode, UNLABELLED
 from sarm2_reward.model import Sarm2Config, Sarm2Model
@@ -18,9 +20,13 @@ from sarm2_reward.text_embedding import make_text_embedder
 from spiral_policy.spiral.config import SpiralConfig
 from spiral_policy.spiral.learner import read_metadata, SpiralLearner
 from spiral_policy.spiral.offline_update import main, prepare_round, REPORT_FILE, RoundData
-from spiral_policy.spiral.relabel import Sarm2Labeler, TimeLinearLabeler
+from spiral_policy.spiral.relabel import LrmLabeler, Sarm2Labeler, TimeLinearLabeler
 # The autouse fixture also restores the thread count that main() sets for the process.
 from test_spiral_core import single_thread  # noqa: F401
+
+# The real local chat-completions server of the LRM tests stands in for a served VLM.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'sarm2_reward' / 'test'))
+from fake_vlm_server import FakeVlmServer  # noqa: E402
 
 PERIOD_NS = 50_000_000
 JOINT_NAMES = tuple(f'joint{i}' for i in range(9))
@@ -217,3 +223,70 @@ def test_per_frame_transitions_from_a_bag_match_a_hand_computed_example(tmp_path
     # Executed actions from each frame on, as recorded, the last one repeated.
     np.testing.assert_allclose(buffer.actions[3], episode.actions[3:5])
     np.testing.assert_allclose(buffer.actions[4], episode.actions[[4, 4]])
+
+
+@pytest.fixture
+def vlm_server():
+    server = FakeVlmServer()
+    server.reasoning = True
+    yield server
+    server.close()
+
+
+def test_lrm_relabelling_round_records_its_provenance(tmp_path, vlm_server, capsys):
+    bags = tmp_path / 'bags'
+    bags.mkdir()
+    for i in range(2):
+        write_bag(bags / f'rollout{i}', frames=7)
+    config_path = tmp_path / 'spiral.json'
+    config_path.write_text(tiny_config().to_json())
+    out = tmp_path / 'round1'
+    served = ['lrm-contrastive', 'lrm-progress', 'lrm-completion']
+
+    code = main([str(bags), '--out', str(out), '--reward', 'lrm', '--task', 'push-v3',
+                 '--lrm-endpoint', vlm_server.url, '--lrm-models', *served,
+                 '--lrm-query-every', '3', '--config', str(config_path), '--updates', '3'])
+
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / REPORT_FILE).read_text())
+    (labeler_id,) = report['reward_model_ids']
+    assert labeler_id.startswith('lrm:openai:lrm-contrastive+lrm-progress+lrm-completion:tri:'
+                                 'every3-')
+    assert {e['reward_model_id'] for e in report['episodes']} == {labeler_id}
+    provenance = report['reward_provenance']
+    assert provenance['source'] == {'endpoint': vlm_server.url, 'models': served}
+    assert 'vlm_reward_server.py' in provenance['protocol']
+    assert (provenance['mode'], provenance['query_every'], provenance['camera'],
+            provenance['rewards']) == ('tri', 3, 'corner', 'change')
+    assert read_metadata(out)['reward_provenance'] == provenance
+    assert read_metadata(out)['reward_model_ids'] == [labeler_id]
+    # Queries at frames 0, 3 and 6 of both bags, every answer parsed.
+    assert report['reward_answers'] == {'queries': 6, 'answers': 6}
+    # Held tri reward: (0.5 + 0.4 + 0) / 3 at frame 0 (no earlier frame), then (1 + 0.4 + 0) / 3
+    # (image B, the later frame, is more complete): the return is the change, 1/6.
+    assert [e['dense_return'] for e in report['episodes']] == pytest.approx([1 / 6] * 2)
+    assert sorted(set(zip(vlm_server.questions_asked(),
+                          (body['model'] for _, body in vlm_server.requests)))) == [
+        ('completion', 'lrm-completion'), ('contrastive', 'lrm-contrastive'),
+        ('progress', 'lrm-progress')]
+
+
+def test_lrm_labeler_held_rewards_and_unreachable_vlm(tmp_path, vlm_server, capsys):
+    from sarm2_reward.lrm.lrm_backend import LrmConfig
+    from sarm2_reward.lrm.settings import VlmSource
+
+    episode = make_episode('e0', frames=6)
+    source = VlmSource(endpoint=vlm_server.url, model='m', timeout=5)
+    held = LrmLabeler.from_source(source, LrmConfig(query_every=4, mode='progress'), 'held')
+    assert held.frame_rewards(episode).tolist() == pytest.approx([0.4] * 6)
+    assert held.labeler_id != LrmLabeler.from_source(
+        source, LrmConfig(query_every=4, mode='progress')).labeler_id
+    # A VLM that never answers labels nothing: every episode is skipped, the round exits 2.
+    write_bag(tmp_path / 'rollout')
+    code = main([str(tmp_path / 'rollout'), '--out', str(tmp_path / 'out'), '--reward', 'lrm',
+                 '--lrm-endpoint', 'http://127.0.0.1:9/v1', '--lrm-model', 'm'])
+    assert code == 2
+    assert "no answer from the VLM (1 queries: {'failed_http': 1})" in capsys.readouterr().err
+    assert main([str(tmp_path / 'rollout'), '--out', str(tmp_path / 'out'), '--reward',
+                 'lrm']) == 2
+    assert 'lrm_endpoint' in capsys.readouterr().err

@@ -1,13 +1,16 @@
 """The LRM reward backend: asks a VLM every N frames, in the background, and holds the answer.
 
 The live node calls ``step`` for every frame and must never wait for the VLM: ``step`` returns
-the latest held estimate at once and, every ``query_every`` frames, hands the current frames to a
-worker thread. At most one query runs; a newer request replaces a pending one (the VLM should
+the latest held estimate at once and, every ``query_every`` frames, hands the current frame to a
+worker thread, with the two frames the published prompts also show: the frame of the previous
+query (contrastive image A) and the episode's first frame (the progress question's initial
+observation). At most one query runs; a newer request replaces a pending one (the VLM should
 answer about the present, not work through a backlog), and replaced requests are counted.
 Failures (timeouts, HTTP errors, garbage answers) are counted and the held estimate stays, so the
 node keeps publishing and reports the fault in diagnostics.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 import threading
 import time
@@ -16,9 +19,10 @@ import numpy as np
 
 from ..backend import RewardBackend, RewardEstimate
 from sarm2_common.episode import Episode
-from .questions import (COMPLETION, CONTRASTIVE, interpret, LrmAnswers, PROGRESS, PROMPTS,
-                        QUESTIONS)
-from .vlm_clients import OpenAiChatClient, TransformersVlmClient, VlmClient, VlmError
+from .questions import (COMPLETION, completion_query, CONTRASTIVE, contrastive_query, interpret,
+                        LrmAnswers, PROGRESS, progress_query, QUESTIONS)
+from .settings import VlmSource
+from .vlm_clients import VlmClient, VlmError
 
 MODES = ('tri',) + QUESTIONS
 
@@ -27,32 +31,33 @@ MODES = ('tri',) + QUESTIONS
 class LrmConfig:
     """How the LRM backend queries its VLM."""
 
-    cameras: tuple[str, ...] = ('corner',)
+    camera: str = 'corner'         # the one view the published prompts show
     query_every: int = 10          # frames between queries
     mode: str = 'tri'              # reward published: tri, contrastive, progress or completion
 
     def __post_init__(self):
-        self.cameras = tuple(self.cameras)
-        if not self.cameras:
-            raise ValueError('LRM backend needs at least one camera')
+        if not self.camera:
+            raise ValueError('the LRM backend needs a camera name')
         if self.query_every < 1:
             raise ValueError(f'query_every must be >= 1 frame, got {self.query_every}')
         if self.mode not in MODES:
             raise ValueError(f'unknown LRM mode {self.mode!r}; choose one of {", ".join(MODES)}')
 
 
-def ask_round(client: VlmClient, instruction: str, current: list[np.ndarray],
-              earlier: np.ndarray | None, previous_progress: float) -> LrmAnswers:
-    """Ask the three questions about ``current`` (one image per camera); parse the answers.
+def ask_round(client: VlmClient, instruction: str, current: np.ndarray,
+              earlier: np.ndarray | None, initial: np.ndarray,
+              previous_progress: float) -> LrmAnswers:
+    """Ask the three questions about ``current``; parse the answers.
 
-    The contrastive question compares ``earlier`` with the first camera's current image and is
-    skipped (neutral) when there is no earlier frame. VlmError propagates to the caller.
+    The contrastive question compares ``earlier`` (the previous query's frame) with ``current``
+    and is skipped (neutral) when there is no earlier frame; the progress question shows the
+    episode's ``initial`` frame too. VlmError propagates to the caller.
     """
     raw = {
         CONTRASTIVE: (None if earlier is None else
-                      client.ask([earlier, current[0]], PROMPTS[CONTRASTIVE](instruction))),
-        PROGRESS: client.ask(current, PROMPTS[PROGRESS](instruction)),
-        COMPLETION: client.ask(current, PROMPTS[COMPLETION](instruction)),
+                      client.ask(contrastive_query(instruction, earlier, current))),
+        PROGRESS: client.ask(progress_query(instruction, initial, current)),
+        COMPLETION: client.ask(completion_query(instruction, current)),
     }
     return interpret(raw, previous_progress)
 
@@ -64,12 +69,13 @@ class LrmBackend(RewardBackend):
         self.config = config or LrmConfig()
         self.client = client
         self._lock = threading.Condition()
-        self._pending = None       # the next query to run: (generation, frame, images, earlier)
+        self._pending = None   # the next query: (generation, frame, current, earlier, initial)
         self._stop = False
         self._generation = 0
         self._instruction = ''
         self._frame = -1
         self._last_query_image = None
+        self._initial_image = None
         self._answers: LrmAnswers | None = None     # None until the first answer
         self._answered_frame = -1
         self._fault = ''        # the last query's failure, cleared by the next answer
@@ -85,7 +91,7 @@ class LrmBackend(RewardBackend):
 
     @property
     def cameras(self) -> list[str]:
-        return list(self.config.cameras)
+        return [self.config.camera]
 
     @property
     def state_dim(self) -> None:
@@ -103,26 +109,29 @@ class LrmBackend(RewardBackend):
             self._pending = None
             self._frame = -1
             self._last_query_image = None
+            self._initial_image = None
             self._answers = None
             self._answered_frame = -1
 
     def step(self, images: dict[str, np.ndarray], joint_positions: np.ndarray,
              stamp: float) -> RewardEstimate:
         start = time.perf_counter()
-        current = []
-        for camera in self.cameras:
-            image = images.get(camera)
-            if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f'camera {camera!r}: expected a uint8 RGB [H, W, 3] image')
-            current.append(image)
+        camera = self.config.camera
+        image = images.get(camera)
+        if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f'camera {camera!r}: expected a uint8 RGB [H, W, 3] image')
         with self._lock:
             self._frame += 1
+            if self._frame == 0:
+                # The episode's first frame the backend sees stands for its initial observation.
+                self._initial_image = image.copy()
             if self._frame % self.config.query_every == 0:
                 if self._pending is not None:
                     self.stats['replaced_requests'] += 1
-                self._pending = (self._generation, self._frame, [i.copy() for i in current],
-                                 self._last_query_image)
-                self._last_query_image = current[0].copy()
+                current = image.copy()
+                self._pending = (self._generation, self._frame, current,
+                                 self._last_query_image, self._initial_image)
+                self._last_query_image = current
                 self._lock.notify()
             answers = self._answers
         # inference_time is what this call cost the node (never the VLM's round trip): it shows
@@ -170,14 +179,15 @@ class LrmBackend(RewardBackend):
                     self._lock.wait()
                 if self._stop:
                     return
-                generation, frame, current, earlier = self._pending
+                generation, frame, current, earlier, initial = self._pending
                 self._pending = None
                 instruction = self._instruction
                 previous_progress = self._answers.progress if self._answers else 0.0
                 self.stats['queries'] += 1
             start = time.perf_counter()
             try:
-                answers = ask_round(self.client, instruction, current, earlier, previous_progress)
+                answers = ask_round(self.client, instruction, current, earlier, initial,
+                                    previous_progress)
             except VlmError as error:
                 with self._lock:
                     self.stats[error.kind] += 1
@@ -194,40 +204,50 @@ class LrmBackend(RewardBackend):
                     self._answered_frame = frame
 
 
+def vlm_source_of(config) -> VlmSource:
+    """Return the VLM named by the reward node's ``lrm_*`` parameters."""
+    return VlmSource(endpoint=config.lrm_endpoint, endpoints=config.lrm_endpoints,
+                     model=config.lrm_model, models=config.lrm_models,
+                     model_dir=config.lrm_model_dir, adapter_dir=config.lrm_adapter_dir,
+                     adapter_dirs=config.lrm_adapter_dirs, timeout=config.lrm_timeout,
+                     device=config.device)
+
+
 def lrm_backend_from_config(config) -> LrmBackend:
     """Build the LRM backend from the reward node's config (``backend: lrm``)."""
-    if config.lrm_model_dir:
-        client = TransformersVlmClient(config.lrm_model_dir, config.lrm_adapter_dir,
-                                       config.device)
-    else:
-        client = OpenAiChatClient(config.lrm_endpoint, config.lrm_model, config.lrm_timeout)
-    return LrmBackend(client, LrmConfig(cameras=config.cameras,
-                                        query_every=config.lrm_query_every,
-                                        mode=config.lrm_mode))
+    (camera,) = config.cameras       # RewardNodeConfig checks there is exactly one
+    return LrmBackend(vlm_source_of(config).make_client(),
+                      LrmConfig(camera=camera, query_every=config.lrm_query_every,
+                                mode=config.lrm_mode))
 
 
-def answers_per_frame(client: VlmClient, episode: Episode, config: LrmConfig
-                      ) -> list[LrmAnswers | None]:
+def answers_per_frame(client: VlmClient, episode: Episode, config: LrmConfig,
+                      tally: Counter | None = None) -> list[LrmAnswers | None]:
     """Offline: the held LRM answers of every frame (queried every N frames; None before any).
 
     Synchronous: offline relabeling has no frame clock to keep up with. A failed query holds the
-    previous answer, exactly as the live backend does.
+    previous answer, exactly as the live backend does. ``tally`` counts queries, answers, failed
+    queries per kind (``failed_<kind>``) and unparseable answers per question.
     """
-    missing = [c for c in config.cameras if c not in episode.images]
-    if missing:
-        raise ValueError(f'episode {episode.episode_id} has no camera(s) {missing}')
+    if config.camera not in episode.images:
+        raise ValueError(f'episode {episode.episode_id} has no camera {config.camera!r} '
+                         f'(has {sorted(episode.images)})')
+    tally = Counter() if tally is None else tally
+    frames = episode.images[config.camera]
     held: LrmAnswers | None = None
     earlier = None
     per_frame = []
     for t in range(len(episode)):
         if t % config.query_every == 0:
-            current = [episode.images[c][t] for c in config.cameras]
+            tally['queries'] += 1
             try:
-                held = ask_round(client, episode.instruction, current, earlier,
+                held = ask_round(client, episode.instruction, frames[t], earlier, frames[0],
                                  held.progress if held else 0.0)
-            except VlmError:
-                pass
-            earlier = current[0]
+                tally['answers'] += 1
+                tally.update(f'unparseable_{q}' for q in held.unparseable)
+            except VlmError as error:
+                tally[f'failed_{error.kind}'] += 1
+            earlier = frames[t]
         per_frame.append(held)
     return per_frame
 

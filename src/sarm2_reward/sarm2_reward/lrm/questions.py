@@ -1,8 +1,41 @@
-"""The three LRM questions: prompts, strict answer parsing, and the reward they make.
+"""The three LRM questions, asked the way the published Large Reward Models adapters were trained.
 
-Answers must be one JSON object (optionally inside a single ```json fence), with exactly the
-expected key and an allowed value. Anything else is *unparseable*: it is counted by the caller and
-replaced by a documented neutral value, so a confused model never invents a reward:
+Source: physical-superintelligence-lab/Large-Reward-Models, ``vlm_reward/vlm_reward_server.py``
+(``compute_vlm_comparison``, ``compute_vlm_reward`` with ``reward_type="progress"`` and an initial
+image but no goal image, as the tri-mode config ``vlm_include_initial_image: true`` sends it, and
+``compute_vlm_completion``). The prompt texts below are that server's, character for character;
+the adapters (USC-PSI-Lab/LRM-models) answer in the format those prompts ask for, so other
+wording or answer keys would leave the adapters guessing.
+
+A question is a ``Query``: text segments and images interleaved in the order the model sees them
+(the server splits each prompt at its ``<image>`` markers and drops whitespace-only segments; the
+completion prompt's segments are also stripped, as the server does), plus the answer budget the
+server gives it (the contrastive answer reasons step by step first, hence 512 tokens).
+
+- contrastive: image A = the earlier query's frame, image B = the current frame;
+  ``{ "more_complete_image": "ImageA" | "ImageB" }`` -> -1 / +1 (later frame more complete).
+- progress: the episode's initial frame and the current frame;
+  ``{ "completion_progress": 0.0 .. 1.0 }``.
+- completion: the current frame; ``{ "task_completed": "yes" | "no" }``.
+
+Parsing is tolerant of what a reasoning model writes around its answer (text before the JSON, a
+code fence, spacing, a quoted number) and strict about the answer itself: only the question's own
+key with an allowed value counts, and when a reply holds several, the last one (the conclusion
+after the reasoning) does. Per question, as the server parses, except where noted:
+
+- contrastive: the last ``"more_complete_image": "ImageA"|"ImageB"``; failing that, whichever of
+  the tokens ImageA / ImageB the reply mentions last (the server's last resort).
+- progress: the last ``"completion_progress": <number>`` (quoted or not), clamped to 0..1;
+  ``"NA"`` reads as 0.0. Unlike the server, a reply without the key is not searched for any
+  bare number: the server's first fallback pattern matches a standalone 0 or 1 anywhere, so
+  "in image 1 the drawer is closed" would read as finished.
+- completion: the last ``"task_completed": "yes"|"no"`` (any case); failing that, a reply that
+  contains exactly one of the words yes / no. Unlike the server, which tests substrings (so
+  "not", "know" or "now" read as "no") and defaults to "no", a reply with neither word, or both,
+  is unparseable.
+
+Anything else is *unparseable*: it is counted by the caller and replaced by a documented neutral
+value, so a confused model never invents a reward:
 
 - contrastive: 0 (no preference between the frames), i.e. 0.5 on the 0..1 scale;
 - progress: the last parsed progress of the episode (0.0 before any), i.e. "no news";
@@ -10,94 +43,153 @@ replaced by a documented neutral value, so a confused model never invents a rewa
 """
 
 from dataclasses import dataclass
-import json
 import math
 import re
+
+import numpy as np
 
 CONTRASTIVE = 'contrastive'
 PROGRESS = 'progress'
 COMPLETION = 'completion'
 QUESTIONS = (CONTRASTIVE, PROGRESS, COMPLETION)
+IMAGE_MARKER = '<image>'
 
-_FENCE = re.compile(r'^```(?:json)?\s*(.*?)\s*```$', re.DOTALL)
+CONTRASTIVE_KEY = 'more_complete_image'
+PROGRESS_KEY = 'completion_progress'
+COMPLETION_KEY = 'task_completed'
+# Answer budgets of the source server (max_new_tokens per question).
+MAX_TOKENS = {CONTRASTIVE: 512, PROGRESS: 128, COMPLETION: 128}
+
+_CONTRASTIVE_TEMPLATE = (
+    'Task: Compare the completion progress.\n\n'
+    'The task is: {task}.\n\n'
+    'You are given:\n'
+    '- Later observation (Image A): <image>\n'
+    '- Later observation (Image B): <image>\n\n'
+    'Question: Which of Image A or Image B is closer to completing the task?\n'
+    'Select one value from the following list:\n'
+    '["ImageA", "ImageB"]\n\n'
+    'Please provide a step-by-step visual analysis first, and then output your answer in the '
+    'following JSON format:\n'
+    '{{ "more_complete_image": "selected_value" }}')
+_PROGRESS_TEMPLATE = (
+    'Task: Estimate the completion progress.\n'
+    'The task is: {task}\n'
+    'You are given:\n'
+    '- Initial observation: <image>\n'
+    '- Current observation: <image>\n\n'
+    'Question: Based on the task description, estimate the completion progress as a value '
+    'between 0.0 and 1.0.\n'
+    'Select one value from the following list:\n'
+    '[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]\n\n'
+    'Definitions:\n'
+    '- 0.0: Task has just started.\n'
+    '- 0.1 - 0.9: Intermediate progress steps (assess how close to completion).\n'
+    '- 1.0: Task is Finished.\n'
+    'Output your answer in the following JSON format:\n'
+    '{{ "completion_progress": selected_value }}')
+_COMPLETION_TEMPLATE = (
+    'Task: Whether the task has been completed.\n\n'
+    'The task is: {task}\n\n'
+    'You are given:\n'
+    '- Current observation: <image>\n\n'
+    'Has the task been completed?\n'
+    'Output your answer in the following JSON format:\n'
+    '{{ "task_completed": "yes" or "no" }}')
 
 
-def contrastive_prompt(instruction: str) -> str:
-    """Ask which of two frames (earlier first, later second) shows the task more complete."""
-    return (
-        f'The robot is performing the task: "{instruction}".\n'
-        'Image 1 was taken earlier and image 2 later in the same episode. '
-        'Which image shows the task closer to completion?\n'
-        'Answer with only a JSON object: {"more_complete": "first"} or '
-        '{"more_complete": "second"}.')
+@dataclass(frozen=True)
+class Query:
+    """One question for the VLM: text and uint8 RGB images interleaved, in the model's order."""
+
+    question: str                            # one of QUESTIONS (selects adapter / served model)
+    parts: tuple                             # str text segments and np.ndarray [H, W, 3] images
+    max_tokens: int                          # answer budget
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        """The images, in order."""
+        return [p for p in self.parts if not isinstance(p, str)]
+
+    def text(self, marker: str = IMAGE_MARKER) -> str:
+        """Return the prompt as the model reads it, ``marker`` standing for each image."""
+        return ''.join(p if isinstance(p, str) else marker for p in self.parts)
 
 
-def progress_prompt(instruction: str) -> str:
-    """Ask for task progress in the current frame on a 0.0..1.0 grid of 0.1."""
-    return (
-        f'The robot is performing the task: "{instruction}".\n'
-        'How much of the task is done in this image? Use 0.0 for not started and 1.0 for done, '
-        'in steps of 0.1.\n'
-        'Answer with only a JSON object such as {"progress": 0.3}.')
+def _interleave(question: str, template: str, instruction: str, images: list[np.ndarray],
+                strip: bool) -> Query:
+    segments = template.format(task=instruction).split(IMAGE_MARKER)
+    if len(segments) != len(images) + 1:
+        raise ValueError(f'{question} prompt has {len(segments) - 1} images, got {len(images)}')
+    parts = []
+    for index, segment in enumerate(segments):
+        if segment.strip():
+            parts.append(segment.strip() if strip else segment)
+        if index < len(images):
+            parts.append(images[index])
+    return Query(question, tuple(parts), MAX_TOKENS[question])
 
 
-def completion_prompt(instruction: str) -> str:
-    """Ask whether the task is complete in the current frame."""
-    return (
-        f'The robot is performing the task: "{instruction}".\n'
-        'Is the task complete in this image?\n'
-        'Answer with only a JSON object: {"complete": "yes"} or {"complete": "no"}.')
+def contrastive_query(instruction: str, earlier: np.ndarray, current: np.ndarray) -> Query:
+    """Ask which of image A (``earlier``) and image B (``current``) is closer to completion."""
+    return _interleave(CONTRASTIVE, _CONTRASTIVE_TEMPLATE, instruction, [earlier, current],
+                       strip=False)
 
 
-PROMPTS = {CONTRASTIVE: contrastive_prompt, PROGRESS: progress_prompt,
-           COMPLETION: completion_prompt}
+def progress_query(instruction: str, initial: np.ndarray, current: np.ndarray) -> Query:
+    """Ask for the progress of ``current`` (0.0..1.0), showing the episode's ``initial`` frame."""
+    return _interleave(PROGRESS, _PROGRESS_TEMPLATE, instruction, [initial, current],
+                       strip=False)
+
+
+def completion_query(instruction: str, current: np.ndarray) -> Query:
+    """Ask whether the task is complete in ``current``."""
+    return _interleave(COMPLETION, _COMPLETION_TEMPLATE, instruction, [current], strip=True)
 
 
 class UnparseableAnswerError(ValueError):
-    """The model's answer is not the JSON the question asked for."""
+    """The model's answer holds no valid answer to the question asked."""
 
 
-def _json_object(answer: str, key: str):
-    text = answer.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1)
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UnparseableAnswerError(f'not JSON ({error.msg}): {answer[:80]!r}') from None
-    if not isinstance(parsed, dict) or set(parsed) != {key}:
-        raise UnparseableAnswerError(f'expected an object with the single key {key!r}: '
-                                f'{answer[:80]!r}')
-    return parsed[key]
+def _last(pattern: str, answer: str, flags: int = 0) -> str | None:
+    matches = re.findall(pattern, answer, flags)
+    return matches[-1] if matches else None
 
 
 def parse_contrastive(answer: str) -> int:
-    """Return +1 if the later frame is more complete, -1 if the earlier one is."""
-    value = _json_object(answer, 'more_complete')
-    if value == 'second':
-        return 1
-    if value == 'first':
-        return -1
-    raise UnparseableAnswerError(f'more_complete must be "first" or "second", got {value!r}')
+    """Return +1 if image B (the later frame) is more complete, -1 if image A is."""
+    choice = _last(r'"more_complete_image"\s*:\s*"(ImageA|ImageB)"', answer)
+    if choice is None:
+        mentions = {token: answer.rfind(token) for token in ('ImageA', 'ImageB')}
+        if max(mentions.values()) < 0:
+            raise UnparseableAnswerError(f'no {CONTRASTIVE_KEY} ImageA/ImageB: {answer[-80:]!r}')
+        choice = max(mentions, key=mentions.get)
+    return 1 if choice == 'ImageB' else -1
 
 
 def parse_progress(answer: str) -> float:
-    """Return progress in 0.0..1.0, which must lie on the 0.1 grid."""
-    value = _json_object(answer, 'progress')
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UnparseableAnswerError(f'progress must be a number, got {value!r}')
-    if not 0.0 <= value <= 1.0 or abs(value * 10 - round(value * 10)) > 1e-6:
-        raise UnparseableAnswerError(f'progress must be one of 0.0, 0.1, ..., 1.0, got {value!r}')
-    return round(float(value), 1)
+    """Return progress in 0.0..1.0 (numbers clamped, "NA" is 0.0)."""
+    value = _last(r'"completion_progress"\s*:\s*"?\s*'
+                  r'(NA|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\b', answer, re.IGNORECASE)
+    if value is None:
+        raise UnparseableAnswerError(f'no numeric {PROGRESS_KEY}: {answer[-80:]!r}')
+    if value.upper() == 'NA':
+        return 0.0
+    number = float(value)
+    if not math.isfinite(number):
+        raise UnparseableAnswerError(f'{PROGRESS_KEY} is not finite: {value!r}')
+    return min(1.0, max(0.0, number))
 
 
 def parse_completion(answer: str) -> bool:
     """Return True for "yes", False for "no"."""
-    value = _json_object(answer, 'complete')
-    if value in ('yes', 'no'):
-        return value == 'yes'
-    raise UnparseableAnswerError(f'complete must be "yes" or "no", got {value!r}')
+    value = _last(r'"task_completed"\s*:\s*"(yes|no)"', answer, re.IGNORECASE)
+    if value is None:
+        words = {w.lower() for w in re.findall(r'\b(yes|no)\b', answer, re.IGNORECASE)}
+        if len(words) != 1:
+            raise UnparseableAnswerError(f'no {COMPLETION_KEY} yes/no: {answer[-80:]!r}')
+        value = words.pop()
+    return value.lower() == 'yes'
 
 
 @dataclass
@@ -130,7 +222,7 @@ class LrmAnswers:
 def interpret(raw: dict[str, str | None], previous_progress: float) -> LrmAnswers:
     """Parse the raw answers of one round; ``None`` marks a question that was not asked.
 
-    An unasked contrastive question (the first frame of an episode has no earlier frame) is
+    An unasked contrastive question (the first query of an episode has no earlier frame) is
     neutral without counting as unparseable.
     """
     unparseable = []

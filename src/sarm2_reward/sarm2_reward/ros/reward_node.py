@@ -27,56 +27,50 @@ import threading
 import uuid
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType, SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sarm2_common import topics
+from sarm2_common.catalogue import catalogue_instruction
+from sarm2_common.image_encoding import ImageDecodeError
+from sarm2_common.message_limits import string_problem
+from sarm2_common.ros.graph import warn_if_name_taken
+from sarm2_common.ros.conversions import (diagnostics_msg, image_msg_to_rgb, JointStateError,
+                                          rgb_to_image_msg, using_cv_bridge)
+from sarm2_common.ros.parameters import NodeParameters
+from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
+from sarm2_common.ros.spin import spin_node
+from sarm2_common.ros.stamps import NS, stamp_ns
 from sarm2_msgs.msg import EpisodeStatus, StageReward
 from sarm2_msgs.srv import ResetEpisode, SetTask
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Header
 from visualization_msgs.msg import MarkerArray
 
-from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
-from .reward_conversions import (diagnostics_msg, image_msg_to_rgb, joint_positions,
-                                 JointStateError, reward_markers, rgb_to_image_msg,
-                                 stage_reward_msg, using_cv_bridge)
+from .reward_conversions import model_joint_state, reward_markers, stage_reward_msg
 from ..backend import backend_from_config, RewardBackend
 from ..frame_queue import DroppingQueue
-from sarm2_common.image_encoding import ImageDecodeError
 from ..overlay import draw_overlay
 from ..reward_diagnostics import OK, RewardNodeMonitor, WARN
-from sarm2_common.ros.lifecycle import spin_lifecycle_node
-from ..reward_node_config import (APPLIED_ON_CONFIGURE, PARAMETER_DOCS, READ_ONLY,
-                                  RewardNodeConfig)
+from ..reward_node_config import RewardNodeConfig
 from ..stamp_pairing import DEFAULT_HISTORY, StampPairer
-from sarm2_common.catalogue import catalogue_instruction
 
 JOINTS = 'joint_states'
-NS = 1_000_000_000
-_RANGES = {
-    'smoothing': FloatingPointRange(from_value=0.0, to_value=0.999),
-    'queue_size': IntegerRange(from_value=1, to_value=100),
-    'overlay_width': IntegerRange(from_value=96, to_value=4096),
-}
-
-
-def _stamp_ns(header: Header) -> int:
-    return header.stamp.sec * NS + header.stamp.nanosec
+MAX_STAMP_AHEAD_NS = 5 * NS    # a camera stamp further ahead of the node clock is bogus
 
 
 class RewardNode(LifecycleNode):
     """Publishes SARM2 stage rewards for every processed camera frame."""
 
+    NODE_NAME = 'reward_node'
+
     def __init__(self, backend_factory=None, **kwargs):
-        super().__init__('reward_node', **kwargs)
+        super().__init__(self.NODE_NAME, **kwargs)
         # The factory is the seam for other reward backends (e.g. LRM): config -> RewardBackend.
         self._backend_factory = backend_factory or backend_from_config
-        self._declare_parameters()
-        self.config = self._read_config()
-        self.add_on_set_parameters_callback(self._validate_parameters)
+        self._node_parameters = NodeParameters(self, RewardNodeConfig,
+                                          on_change=self._on_parameters_changed)
+        self.config = self._node_parameters.config
 
         self._lock = threading.Lock()        # backend + episode state (inference vs services)
         self._input_lock = threading.Lock()  # stamp pairer (subscriptions vs resets)
@@ -89,6 +83,7 @@ class RewardNode(LifecycleNode):
         self._task = self.config.task
         self._instruction = self.config.instruction
         self._episode_id = ''
+        self._episode_from_status = False      # the policy node's /episode/status set the id
         self._frame_index = 0
         self._last_processed_ns: int | None = None
         self._rewards: deque = deque(maxlen=self.config.sparkline_length)
@@ -102,56 +97,22 @@ class RewardNode(LifecycleNode):
         self._inference_group = MutuallyExclusiveCallbackGroup()
         self._wake_inference = self.create_guard_condition(
             self._run_inference, callback_group=self._inference_group)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', RELIABLE)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS_TOPIC,
+                                                      RELIABLE)
         self._diagnostics_timer = self.create_timer(self.config.diagnostics_period,
                                                     self._publish_diagnostics)
         self.create_service(SetTask, '~/set_task', self._on_set_task)
         self.create_service(ResetEpisode, '~/reset', self._on_reset)
-        self.create_subscription(EpisodeStatus, '/episode/status', self._on_episode_status,
-                                 LATCHED)
+        self.create_subscription(EpisodeStatus, topics.EPISODE_STATUS_TOPIC,
+                                 self._on_episode_status, LATCHED)
         self.get_logger().info(
             'reward node unconfigured; image conversion: '
             f'{"cv_bridge" if using_cv_bridge() else "numpy (cv_bridge not installed)"}')
 
-    # ---- parameters --------------------------------------------------------------------------
-    def _declare_parameters(self) -> None:
-        defaults = RewardNodeConfig()
-        types = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-                 float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
-                 tuple: ParameterType.PARAMETER_STRING_ARRAY}
-        for name in RewardNodeConfig.names():
-            default = getattr(defaults, name)
-            description = PARAMETER_DOCS[name]
-            descriptor = ParameterDescriptor(
-                name=name, type=types[type(default)], description=description,
-                read_only=name in READ_ONLY,
-                additional_constraints='applied on configure' if name in APPLIED_ON_CONFIGURE
-                else '')
-            if name in _RANGES:
-                key = 'floating_point_range' if isinstance(_RANGES[name], FloatingPointRange) \
-                    else 'integer_range'
-                setattr(descriptor, key, [_RANGES[name]])
-            if isinstance(default, tuple):
-                # rclpy types an empty list as a byte array: declare the type, leave it unset
-                # (unset string arrays read as empty, see _read_config).
-                default = Parameter.Type.STRING_ARRAY
-            self.declare_parameter(name, default, descriptor)
-
-    def _read_config(self, overrides: dict | None = None) -> RewardNodeConfig:
-        values = {name: self.get_parameter_or(name, Parameter(name, value=[])).value
-                  for name in RewardNodeConfig.names()}
-        values.update(overrides or {})
-        return RewardNodeConfig(**values)
-
-    def _validate_parameters(self, parameters) -> SetParametersResult:
-        try:
-            candidate = self._read_config({p.name: p.value for p in parameters
-                                           if p.name in RewardNodeConfig.names()})
-        except (TypeError, ValueError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        # Parameters that act at run time take effect now; the rest on the next configure.
-        self.config = candidate
-        return SetParametersResult(successful=True)
+    def _on_parameters_changed(self, config: RewardNodeConfig, names: list[str]) -> None:
+        # Parameters that act at run time take effect now; the rest on the next configure,
+        # which reads this config.
+        self.config = config
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -241,7 +202,7 @@ class RewardNode(LifecycleNode):
                                 history=RELIABLE.history)
         publish = self.create_lifecycle_publisher
         self._publishers_io = {
-            'stage_reward': publish(StageReward, '/sarm2/stage_reward', output_qos),
+            'stage_reward': publish(StageReward, topics.STAGE_REWARD_TOPIC, output_qos),
             'progress': publish(Float32, '/sarm2/progress', output_qos),
             'reward': publish(Float32, '/sarm2/reward', output_qos),
             'markers': publish(MarkerArray, '/sarm2/markers', output_qos),
@@ -261,8 +222,17 @@ class RewardNode(LifecycleNode):
         self._monitor.heard(stream)
         if not self._active or self._pairer is None:
             return
+        stamp = stamp_ns(msg.header.stamp)
+        now = self.get_clock().now().nanoseconds
+        # A stamp far ahead of the node clock is bogus (or another clock): adopting it would
+        # make every later frame look like time went backwards. Before /clock starts (sim time
+        # at 0) there is nothing to compare with.
+        if now > 0 and stamp > now + MAX_STAMP_AHEAD_NS:
+            self._bad_input('stamp_ahead', f'{stream}: header stamp {(stamp - now) / NS:.1f} s '
+                            'ahead of the node clock (message dropped)')
+            return
         with self._input_lock:
-            frames = self._pairer.add(stream, _stamp_ns(msg.header), msg)
+            frames = self._pairer.add(stream, stamp, msg)
             stats = self._pairer.stats
             generation = self._generation
         if stats.backwards > self._seen_backwards:
@@ -271,6 +241,11 @@ class RewardNode(LifecycleNode):
                             '(message dropped)')
         if stats.timeline_resets > self._seen_timeline_resets:
             self._seen_timeline_resets = stats.timeline_resets
+            if self._episode_from_status:
+                # The policy node owns episode boundaries: keep its episode id.
+                self.get_logger().warn(f'{stream}: stamps restarted (clock reset?) inside '
+                                       f'episode {self._episode_id}; keeping the episode')
+                return
             self.get_logger().warn(f'{stream}: stamps restarted (clock reset or bag loop): '
                                    'starting a new episode')
             self._start_episode(_new_episode_id(), self._task, self._instruction)
@@ -310,8 +285,8 @@ class RewardNode(LifecycleNode):
                     self._bad_input(f'image_{exc.kind}', f'camera {camera}: {exc}')
                     return
             try:
-                joints = joint_positions(frame.items[JOINTS], list(config.joint_names),
-                                         backend.state_dim)
+                joints = model_joint_state(frame.items[JOINTS], config.joint_names,
+                                          backend.state_dim)
             except JointStateError as exc:
                 self._bad_input(exc.kind, str(exc))
                 return
@@ -353,10 +328,12 @@ class RewardNode(LifecycleNode):
         self._monitor.error = f'{kind}: {message}'
 
     # ---- episodes ------------------------------------------------------------------------------
-    def _start_episode(self, episode_id: str, task: str, instruction: str) -> None:
+    def _start_episode(self, episode_id: str, task: str, instruction: str,
+                       from_status: bool = False) -> None:
         with self._lock:
             self._generation += 1
             self._episode_id = episode_id
+            self._episode_from_status = from_status
             self._task, self._instruction = task, instruction
             self._frame_index = 0
             self._last_processed_ns = None
@@ -375,14 +352,23 @@ class RewardNode(LifecycleNode):
         if msg.state != EpisodeStatus.RUNNING or not msg.episode_id \
                 or msg.episode_id == self._episode_id:
             return
+        problem = string_problem(msg.task, msg.instruction, msg.episode_id)
+        if problem:
+            self._bad_input('status_too_long', f'{topics.EPISODE_STATUS_TOPIC}: {problem} '
+                            '(message ignored)')
+            return
         task = msg.task or self._task
         instruction = msg.instruction or catalogue_instruction(task) or self._instruction
         self.get_logger().info(f'episode {msg.episode_id} started ({task})')
-        self._start_episode(msg.episode_id, task, instruction)
+        self._start_episode(msg.episode_id, task, instruction, from_status=True)
 
     def _on_set_task(self, request: SetTask.Request, response: SetTask.Response):
         if not request.task:
             response.success, response.message = False, 'task must not be empty'
+            return response
+        problem = string_problem(request.task, request.instruction)
+        if problem:
+            response.success, response.message = False, problem
             return response
         instruction = request.instruction or catalogue_instruction(request.task)
         if not instruction:
@@ -397,6 +383,10 @@ class RewardNode(LifecycleNode):
         return response
 
     def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
+        problem = string_problem(episode_id=request.episode_id)
+        if problem:
+            response.success, response.message = False, problem
+            return response
         response.episode_id = request.episode_id or _new_episode_id()
         self._start_episode(response.episode_id, self._task, self._instruction)
         response.success = True
@@ -406,6 +396,7 @@ class RewardNode(LifecycleNode):
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
+        warn_if_name_taken(self, self._monitor.first_warning)
         report = self._monitor.report(self._pairer.stats if self._pairer is not None else None)
         backend = self._backend
         if backend is not None:
@@ -425,7 +416,7 @@ def _new_episode_id() -> str:
 
 def main(args=None) -> None:
     """Run the reward node (console script ``reward_node``)."""
-    spin_lifecycle_node(RewardNode, num_threads=3, args=args)
+    spin_node(RewardNode, num_threads=3, args=args)
 
 
 if __name__ == '__main__':

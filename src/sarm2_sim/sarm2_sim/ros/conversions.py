@@ -2,18 +2,10 @@
 
 import math
 
-from builtin_interfaces.msg import Time
 import numpy as np
+from sarm2_common.ros.stamps import time_msg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header
-
-NS = 1_000_000_000
-
-
-def time_msg(stamp_ns: int) -> Time:
-    """Return a builtin_interfaces/Time for integer nanoseconds."""
-    return Time(sec=int(stamp_ns // NS), nanosec=int(stamp_ns % NS))
-
 
 def image_msg(image: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
     """Return an rgb8 Image for a uint8 [H, W, 3] array."""

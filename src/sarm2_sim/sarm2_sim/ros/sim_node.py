@@ -24,70 +24,42 @@ import uuid
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
+from sarm2_common.catalogue import load_catalogue
+from sarm2_common.ros.parameters import NodeParameters
+from sarm2_common.ros.qos import RELIABLE, SENSOR_DATA
+from sarm2_common.ros.spin import spin_node
+from sarm2_common.ros.stamps import NS, time_msg
+from sarm2_common.topics import DIAGNOSTICS_TOPIC
+from sarm2_common.vocabulary import primitive_id
 from sarm2_msgs.msg import SimGroundTruth
 from sarm2_msgs.srv import ResetEpisode, SetTask
-from sarm2_common.ros.qos import RELIABLE, SENSOR_DATA
-from sarm2_common.vocabulary import primitive_id
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray
 
-from .conversions import camera_info_msg, image_msg, joint_state_msg, time_msg
-from sarm2_common.catalogue import load_catalogue
-from ..sim_arm import CAMERAS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SimArm
+from .conversions import camera_info_msg, image_msg, joint_state_msg
+from ..sim_arm import SimArm
 from ..sim_node_config import (BASE_FRAME, camera_frame, camera_image_topic,
                                camera_info_topic, check_command, CheckedCommand, CLOCK_TOPIC,
-                               DIAGNOSTICS_TOPIC, EVALUATION_TOPIC,
+                               EVALUATION_TOPIC,
                                GRIPPER_TOPIC, JOINT_STATE_TOPIC, RAW_ACTION_SIZE,
                                RAW_ACTION_TOPIC, RESET_SERVICE, SET_TASK_SERVICE,
                                SimNodeConfig, twist_to_action, TWIST_TOPIC)
 
-NS = 1_000_000_000
-_RATE = FloatingPointRange(from_value=0.1, to_value=1000.0)
-# name: (default, description, read_only, range)
-PARAMETERS = {
-    'task': ('pick-place-v3', 'catalogue task at startup (change: /sim/set_task)',
-             True, None),
-    'cameras': (['corner'], f'cameras to publish, from: {", ".join(CAMERAS)}', True, None),
-    'image_size': (64, 'square image size, px', True,
-                   IntegerRange(from_value=MIN_IMAGE_SIZE, to_value=MAX_IMAGE_SIZE)),
-    'seed': (0, 'seed of the first episode; later resets draw from it', True, None),
-    'sim_rate': (80.0, 'simulation steps per wall-clock second (80 = real time)', True, _RATE),
-    'camera_rate': (20.0, 'images per second per camera', True, _RATE),
-    'joint_state_rate': (50.0, 'joint state messages per second', True, _RATE),
-    'command_timeout': (0.5, 's after which a velocity command is stale (arm stops)', False,
-                        FloatingPointRange(from_value=0.01, to_value=10.0)),
-    'max_linear_speed': (0.5, 'm/s; faster twist commands are clamped and reported', False,
-                         FloatingPointRange(from_value=0.01, to_value=0.8)),
-    'publish_clock': (False, 'publish simulated time on /clock (for use_sim_time)', True, None),
-}
-
-
 class SimNode(Node):
     """Publishes simulated camera and joint data and executes arm commands."""
 
+    NODE_NAME = 'sim_node'
+
     def __init__(self, **kwargs):
-        super().__init__('sim_node', **kwargs)
-        for name, (default, description, read_only, limits) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(description=description, read_only=read_only)
-            if isinstance(limits, IntegerRange):
-                descriptor.integer_range = [limits]
-            elif isinstance(limits, FloatingPointRange):
-                descriptor.floating_point_range = [limits]
-            self.declare_parameter(name, default, descriptor)
-        values = {name: self.get_parameter(name).value for name in PARAMETERS}
-        values['cameras'] = tuple(values['cameras'])
-        # a bad startup configuration stops the node with the reason (raised from here)
-        self.config = SimNodeConfig(**values)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        super().__init__(self.NODE_NAME, **kwargs)
+        # A bad startup configuration stops the node with the reason (raised from here).
+        self._node_parameters = NodeParameters(self, SimNodeConfig,
+                                          on_change=self._on_parameters_changed)
+        self.config = self._node_parameters.config
 
         self.arm = SimArm(self.config.arm)
         self.episode_id = ''
@@ -172,7 +144,7 @@ class SimNode(Node):
         return response
 
     def _config_values(self) -> dict:
-        return {name: getattr(self.config, name) for name in PARAMETERS}
+        return {name: getattr(self.config, name) for name in SimNodeConfig.names()}
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -284,18 +256,11 @@ class SimNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
 
-    def _on_set_parameters(self, parameters) -> SetParametersResult:
-        values = self._config_values()
-        for parameter in parameters:
-            if parameter.name in values:
-                values[parameter.name] = parameter.value
-        values['cameras'] = tuple(values['cameras'])
-        try:
-            config = SimNodeConfig(**values)
-        except (ValueError, TypeError) as error:
-            return SetParametersResult(successful=False, reason=str(error))
-        self.config = config
-        return SetParametersResult(successful=True)
+    def _on_parameters_changed(self, config: SimNodeConfig, names: list[str]) -> None:
+        # Only the command limits change at run time (the rest is read-only); the current
+        # task (set by /sim/set_task) stays.
+        self.config = SimNodeConfig(**{**self._config_values(),
+                                       **{name: getattr(config, name) for name in names}})
 
     def destroy_node(self) -> None:
         """Free the simulator along with the node."""
@@ -304,23 +269,8 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
-    """Run the sim node until shutdown."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, ParameterException) as error:
-        # a bad configuration: say what to fix instead of a traceback
-        print(f'sim_node: error: {error}')
-        raise SystemExit(2) from None
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    """Run the sim node until shutdown (console script ``sim_node``)."""
+    spin_node(SimNode, args=args)
 
 
 if __name__ == '__main__':

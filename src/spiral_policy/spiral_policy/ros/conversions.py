@@ -6,42 +6,8 @@ import numpy as np
 
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import TwistStamped
-from sarm2_common.image_encoding import decode_rgb8, ImageFields
 from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
-
-def stamp_seconds(stamp: Time) -> float:
-    """Return a builtin_interfaces/Time as float seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def image_to_rgb(msg) -> np.ndarray:
-    """Decode a sensor_msgs/Image to uint8 RGB [H, W, 3] (raises ValueError on bad images)."""
-    return decode_rgb8(ImageFields(height=msg.height, width=msg.width, encoding=msg.encoding,
-                                   is_bigendian=bool(msg.is_bigendian), step=msg.step,
-                                   data=bytes(msg.data)))
-
-
-def joint_positions(msg, names: list[str] | tuple[str, ...] = ()) -> np.ndarray:
-    """Positions of a sensor_msgs/JointState as float64, in ``names`` order if given.
-
-    Full precision: the safety filter starts an episode's step limit from these positions (a
-    float32 copy would let the first command exceed the limit by its rounding error); the policy
-    input is cast to float32 by ``PolicyObservation``.
-
-    Raises ValueError naming the missing joints, or when positions and names disagree.
-    """
-    positions = np.asarray(msg.position, dtype=np.float64)
-    if not names:
-        return positions
-    if len(msg.name) != len(positions):
-        raise ValueError(f'JointState has {len(msg.name)} names but {len(positions)} positions')
-    index = {name: i for i, name in enumerate(msg.name)}
-    missing = [name for name in names if name not in index]
-    if missing:
-        raise ValueError(f'JointState lacks joints {missing}; it has {list(msg.name)}')
-    return positions[[index[name] for name in names]]
 
 
 def twist_command(velocity: np.ndarray, stamp: Time, frame_id: str) -> TwistStamped:

@@ -8,8 +8,10 @@ loop and accepts RunEpisode goals; ``deactivate`` aborts a running episode and s
 Each control period (``control_rate``) the loop builds the observation from the latest camera
 and joint messages, asks the policy for an action chunk when the chunk is used up (or every step
 with temporal ensembling), and publishes only what ``SafetyFilter`` returns (see
-``episode_runner``). The e-stop callback takes the same lock as the command path, so once it
-returns no motion command can follow until ``~/reset_estop``.
+``episode_runner``: the watchdog is checked again after every policy query, and commands are
+stamped with the time of that check). The e-stop callback takes the same lock as the command
+path, so once it returns no motion command can follow until ``~/reset_estop``. Observations are
+dated by their header stamps (``observation_stamps``), so old frames cannot keep the arm moving.
 
 Topics (defaults):
     in   /camera/<name>/image_raw   sensor_msgs/Image, one per camera
@@ -26,73 +28,58 @@ Topics (defaults):
          /diagnostics               diagnostic_msgs/DiagnosticArray
 Action: ~/run_episode (sarm2_msgs/RunEpisode). Service: ~/reset_estop (std_srvs/Trigger).
 
-Rollout bags (one per episode, ``bag_directory/<episode_id>``) use the demo layout of
-``sarm2_common.bag_io`` so ``bag_dataset.read_episodes`` reads them: the camera and joint
-messages the policy saw, ``/sim/action`` (executed action after safety, policy units),
-``/policy/base_action`` (policy output), ``/policy/instruction``, the published commands under
-their topics, rewards, ground truth (sim), ``/episode/status`` and ``/episode/metadata``.
+Each recorded episode is one bag (``bag_directory/<episode_id>``, see ``episode_recording``).
+Stopping the node (Ctrl-C, SIGTERM) mid-episode ends it first: stop command, final status, bag
+closed with reason ``shutdown``.
 """
 
-from collections import deque
-from dataclasses import dataclass, field, fields
-import json
+from dataclasses import dataclass, field
 import threading
 import time
-import typing
 import uuid
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.parameter import Parameter
-from rclpy.serialization import serialize_message
-from sarm2_msgs.action import RunEpisode
-from sarm2_msgs.msg import EpisodeMetadata, EpisodeStatus, SimGroundTruth, StageReward
-from sarm2_msgs.srv import ResetEpisode, SetTask
-from sarm2_common import bag_io
-from sarm2_common.ros.lifecycle import spin_lifecycle_node
-from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
+from sarm2_common import bag_io, topics
 from sarm2_common.catalogue import catalogue_instruction
+from sarm2_common.message_limits import string_problem
+from sarm2_common.ros.conversions import diagnostics_msg, image_msg_to_rgb, joint_positions
+from sarm2_common.ros.graph import warn_if_name_taken
+from sarm2_common.ros.parameters import NodeParameters
+from sarm2_common.ros.qos import LATCHED, RELIABLE, SENSOR_DATA
+from sarm2_common.ros.spin import spin_node
+from sarm2_common.ros.stamps import NS, stamp_seconds, time_msg
+from sarm2_msgs.action import RunEpisode
+from sarm2_msgs.msg import EpisodeStatus, SimGroundTruth, StageReward
+from sarm2_msgs.srv import ResetEpisode, SetTask
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
+from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from .conversions import (float64_array, float_array, gripper_command, image_to_rgb,
-                          joint_positions, joint_trajectory_command, twist_command)
+from .conversions import (float64_array, float_array, gripper_command, joint_trajectory_command,
+                          twist_command)
+from .episode_recording import EpisodeRecording, metadata_msg
 from ..compact_vla import CompactVlaPolicy
-from ..episode_runner import (ControlCore, END_CANCELED, END_ESTOP, END_FAULT, END_STEP_LIMIT,
-                              END_SUCCESS, END_TIME_LIMIT, end_reason, EpisodeLimits,
-                              StepOutput)
-from ..policy_node_config import PARAMETER_DOCS, PolicyNodeConfig, READ_ONLY
-from ..rollout_recorder import RolloutRecorder
+from ..episode_runner import (ControlCore, END_CANCELED, END_ESTOP, END_FAULT, END_SHUTDOWN,
+                              END_STEP_LIMIT, END_SUCCESS, END_TIME_LIMIT, end_reason,
+                              EpisodeLimits, observation_time, StepOutput, SuccessDetector)
+from ..policy_diagnostics import PolicyNodeMonitor
+from ..policy_node_config import PolicyNodeConfig
 from ..safety import SafetyFilter, STOP
 from ..vla import PolicyObservation
 
-NS = 1_000_000_000
-INSTRUCTION_TOPIC = '/policy/instruction'
-STATUS_TOPIC = '/episode/status'
 _COMMAND_TYPES = {'twist': TwistStamped, 'joint_trajectory': JointTrajectory,
                   'joint_array': Float64MultiArray}
 _STATE_OF_REASON = {END_SUCCESS: EpisodeStatus.SUCCEEDED, END_STEP_LIMIT: EpisodeStatus.FAILED,
                     END_TIME_LIMIT: EpisodeStatus.FAILED}
-_PARAMETER_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-                    float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
-_ARRAY_TYPES = {float: ParameterType.PARAMETER_DOUBLE_ARRAY,
-                str: ParameterType.PARAMETER_STRING_ARRAY}
-# rclpy types an empty list default as a byte array, which then refuses string or double
-# overrides: empty array parameters are declared by type only (unset reads back as empty).
-_UNSET_ARRAYS = {float: Parameter.Type.DOUBLE_ARRAY, str: Parameter.Type.STRING_ARRAY}
-
-
-def _msgtype(message_class) -> str:
-    module = message_class.__module__.split('.')[0]
-    return f'{module}/msg/{message_class.__name__}'
+# A capture stamp this far ahead of the node clock is another clock (or bogus): counted.
+STAMP_AHEAD_TOLERANCE = 0.05   # s
 
 
 @dataclass
@@ -104,9 +91,10 @@ class _Episode:
     limits: EpisodeLimits
     goal_handle: object
     started: float                              # node clock, s
+    success_detector: SuccessDetector
     steps: int = 0
     episode_return: float = 0.0
-    success_probability: float = 0.0
+    reward_success: bool = False
     sim_success: bool = False
     primitive: str = ''
     progress: float = 0.0
@@ -114,26 +102,28 @@ class _Episode:
     reason: str = ''
     bag_path: str = ''
     done: threading.Event = field(default_factory=threading.Event)
-    recorded: dict = field(default_factory=dict)     # bag topic -> id of last message written
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 class PolicyNode(LifecycleNode):
     """Runs RunEpisode goals with a VLA behind the safety filter, recording each rollout."""
 
+    NODE_NAME = 'policy_node'
+
     def __init__(self, **kwargs):
-        super().__init__('policy_node', **kwargs)
-        self._declare_parameters()
-        self.config = self._read_config()
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self._command_lock = threading.Lock()    # command path vs e-stop
-        self._record_lock = threading.Lock()     # the recorder is written from several threads
-        self._data_lock = threading.Lock()       # latest observations
+        super().__init__(self.NODE_NAME, **kwargs)
+        self._node_parameters = NodeParameters(self, PolicyNodeConfig)
+        self.config = self._node_parameters.config      # as configured; refreshed on configure
+        self._command_lock = threading.Lock()      # command path vs e-stop
+        self._data_lock = threading.Lock()         # latest observations
+        self._monitor = PolicyNodeMonitor()
+        self._recording = EpisodeRecording(self.get_clock().now,
+                                           on_drop=lambda: self._monitor.count('record_dropped'))
         self._policy = None
         self._core: ControlCore | None = None
         self._safety: SafetyFilter | None = None
-        self._recorder: RolloutRecorder | None = None
         self._episode: _Episode | None = None
-        self._goal_running = False               # accepted goal not finished yet
+        self._goal_running = False                 # accepted goal not finished yet
         self._active = False
         self._estop_reason = ''
         self._latest: dict[str, tuple[object, float]] = {}   # stream -> (message, receive s)
@@ -143,17 +133,15 @@ class PolicyNode(LifecycleNode):
         self._service_clients: dict = {}
         self._action_server = None
         self._timer = None
-        self._counts: dict[str, int] = {}
-        self._logged_once: set[str] = set()
-        self._intervals = deque(maxlen=2000)
-        self._inference_times = deque(maxlen=500)
         self._last_tick: float | None = None
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._estop_group = MutuallyExclusiveCallbackGroup()
         self._action_group = ReentrantCallbackGroup()
-        self._status_pub = self.create_publisher(EpisodeStatus, STATUS_TOPIC, LATCHED)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', RELIABLE)
+        self._status_pub = self.create_publisher(EpisodeStatus, topics.EPISODE_STATUS_TOPIC,
+                                                 LATCHED)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS_TOPIC,
+                                                      RELIABLE)
         self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
         self.create_subscription(Bool, self.config.estop_topic, self._on_estop, RELIABLE,
                                  callback_group=self._estop_group)
@@ -161,48 +149,20 @@ class PolicyNode(LifecycleNode):
                             callback_group=self._estop_group)
         self.get_logger().info('policy node unconfigured')
 
-    # ---- parameters ----------------------------------------------------------------------
-    def _declare_parameters(self) -> None:
-        defaults = PolicyNodeConfig()
-        for f in fields(PolicyNodeConfig):
-            default = getattr(defaults, f.name)
-            if isinstance(default, tuple):
-                element = typing.get_args(f.type)[0]
-                kind = _ARRAY_TYPES[element]
-                default = list(default) if default else _UNSET_ARRAYS[element]
-            else:
-                kind = _PARAMETER_TYPES[type(default)]
-            descriptor = ParameterDescriptor(name=f.name, type=kind,
-                                             description=PARAMETER_DOCS[f.name],
-                                             read_only=f.name in READ_ONLY)
-            self.declare_parameter(f.name, default, descriptor)
-
-    def _read_config(self, overrides: dict | None = None) -> PolicyNodeConfig:
-        # Unset (declared-by-type) array parameters read as empty.
-        values = {name: self.get_parameter_or(name, Parameter(name, value=[])).value
-                  for name in PolicyNodeConfig.names()}
-        values.update(overrides or {})
-        return PolicyNodeConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in values.items()})
-
-    def _validate_parameters(self, parameters) -> SetParametersResult:
-        try:
-            self._read_config({p.name: p.value for p in parameters})
-        except (ValueError, TypeError) as error:
-            return SetParametersResult(successful=False, reason=str(error))
-        return SetParametersResult(successful=True)
-
     # ---- lifecycle -------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
-            self.config = self._read_config()
-            safety = SafetyFilter(self.config.safety(), self.config.stream_names())
-            policy = self._load_policy()
-            core = ControlCore(policy, safety, self.config.mapping(), self.config.execution())
-        except (ValueError, OSError, ConnectionError, RuntimeError) as error:
-            self.get_logger().error(f'configure failed: {error}')
-            self._count('configure_failed')
+            config = self._node_parameters.config
+            safety = SafetyFilter(config.safety(), config.stream_names())
+            policy = self._load_policy(config)
+            core = ControlCore(policy, safety, config.mapping(), config.execution())
+        except Exception as error:  # noqa: BLE001 - a bad checkpoint must not kill the node
+            text = f'{type(error).__name__}: {error}' if not str(error) else str(error)
+            self.get_logger().error(f'configure failed: {text}')
+            self._monitor.error = text
+            self._monitor.count('configure_failed')
             return TransitionCallbackReturn.FAILURE
+        self.config = config
         if self._estop_reason:
             safety.trigger_estop(self._estop_reason)
         self._policy, self._safety, self._core = policy, safety, core
@@ -210,10 +170,12 @@ class PolicyNode(LifecycleNode):
             self._create_interfaces()
         except Exception as error:  # noqa: BLE001 - rclpy would swallow it silently
             self.get_logger().error(f'configure failed creating interfaces: {error!r}')
+            self._monitor.error = repr(error)
             self._destroy_interfaces()
             return TransitionCallbackReturn.FAILURE
+        self._monitor.error = ''
         self.get_logger().info(f'configured: policy {policy.policy_id}, '
-                               f'{self.config.command_interface} on {self.config.command_topic}')
+                               f'{config.command_interface} on {config.command_topic}')
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -226,10 +188,7 @@ class PolicyNode(LifecycleNode):
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self._active = False
-        episode = self._episode
-        if episode is not None:
-            self._finish(episode, f'{END_FAULT}: node deactivated')
-            episode.done.wait(5.0)
+        self._end_running_episode(f'{END_FAULT}: node deactivated')
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
@@ -244,23 +203,31 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        episode = self._episode
-        if episode is not None:
-            self._finish(episode, f'{END_FAULT}: shutdown')
+        self._end_running_episode(END_SHUTDOWN)
         return TransitionCallbackReturn.SUCCESS
 
-    def _load_policy(self):
-        base = self._load_base_policy()
-        if not self.config.residual_checkpoint:
+    def finish_before_shutdown(self) -> None:
+        """End a running episode while the node can still publish (called on Ctrl-C)."""
+        self._end_running_episode(END_SHUTDOWN)
+
+    def _end_running_episode(self, reason: str, timeout: float = 5.0) -> None:
+        episode = self._episode
+        if episode is not None:
+            self._finish(episode, reason)
+            episode.finished.wait(timeout)
+
+    def _load_policy(self, config: PolicyNodeConfig):
+        base = self._load_base_policy(config)
+        if not config.residual_checkpoint:
             return base
         # SPIRAL: the frozen base plus the learned residual; refuses a residual trained on
         # another base policy.
         from ..spiral.residual_policy import ResidualPolicy
 
-        return ResidualPolicy.from_checkpoint(self.config.residual_checkpoint, base)
+        return ResidualPolicy.from_checkpoint(config.residual_checkpoint, base)
 
-    def _load_base_policy(self):
-        config = self.config
+    @staticmethod
+    def _load_base_policy(config: PolicyNodeConfig):
         if config.policy_type == 'compact_vla':
             if not config.checkpoint:
                 raise ValueError('the checkpoint parameter is empty: set it to a compact VLA '
@@ -335,22 +302,44 @@ class PolicyNode(LifecycleNode):
 
     def _store(self, stream: str, msg) -> None:
         now = self._now()
+        header = getattr(msg, 'header', None)
+        stamp = stamp_seconds(header.stamp) if header is not None else None
+        mode = self.config.observation_stamps
+        if stamp is not None and mode == 'header':
+            self._check_stamp(stream, stamp, now)
         with self._data_lock:
             self._latest[stream] = (msg, now)
         safety = self._safety
         if safety is not None:
-            safety.observe(stream, _capture_time(msg, now))
+            safety.observe(stream, observation_time(stamp, now, mode))
+
+    def _check_stamp(self, stream: str, stamp: float, now: float) -> None:
+        if stamp > now + STAMP_AHEAD_TOLERANCE:
+            self._problem('stamp_ahead', f'{stream}: header stamps {stamp - now:.2f} s ahead of '
+                          'the node clock (dated at arrival instead; counted)')
+        elif now - stamp > self.config.safety_watchdog_timeout:
+            self._problem('stamp_stale', f'{stream}: header stamps {now - stamp:.1f} s old: the '
+                          'watchdog holds the arm. If the driver stamps on another clock, set '
+                          'observation_stamps: receive')
+
+    def _problem(self, kind: str, text: str) -> None:
+        """Count a problem; log it the first time it happens."""
+        self._monitor.count(kind)
+        if self._monitor.first(kind):
+            self.get_logger().warn(f'{text} (logged once; counted in /diagnostics)')
 
     def _on_reward(self, msg: StageReward) -> None:
         episode = self._episode
         if episode is None or episode.done.is_set() or \
                 (msg.episode_id and msg.episode_id != episode.episode_id):
             return
-        episode.success_probability = float(msg.success_probability)
+        probability = float(msg.success_probability)
+        if episode.success_detector.update(probability):
+            episode.reward_success = True
         episode.episode_return += float(msg.reward)
         episode.primitive, episode.progress = msg.primitive_name, float(msg.progress)
         episode.reward = float(msg.reward)
-        self._record(self.config.reward_topic, msg)
+        self._recording.record(self.config.reward_topic, msg)
 
     def _on_ground_truth(self, msg: SimGroundTruth) -> None:
         episode = self._episode
@@ -358,7 +347,7 @@ class PolicyNode(LifecycleNode):
                 (msg.episode_id and msg.episode_id != episode.episode_id):
             return
         episode.sim_success = episode.sim_success or bool(msg.success)
-        self._record(bag_io.GROUND_TRUTH_TOPIC, msg)
+        self._recording.record(bag_io.GROUND_TRUTH_TOPIC, msg)
 
     def _on_estop(self, msg: Bool) -> None:
         if not msg.data:
@@ -369,7 +358,8 @@ class PolicyNode(LifecycleNode):
             if self._safety is not None:
                 self._safety.trigger_estop('estop')
                 if first:
-                    self._publish(self._core.step(None, self._ee_position(), self._now(),
+                    now = self._now()
+                    self._publish(self._core.step(None, self._ee_position(), now,
                                                   self.config.control_period), stop=True)
         if first:
             self.get_logger().warn('e-stop: commands stopped until ~/reset_estop')
@@ -401,18 +391,17 @@ class PolicyNode(LifecycleNode):
                 msg = entry[0]
                 cached = self._decoded.get(camera)
                 if cached is None or cached[0] is not msg:
-                    cached = (msg, image_to_rgb(msg))
+                    cached = (msg, image_msg_to_rgb(msg))
                     self._decoded[camera] = cached
                 images[camera] = cached[1]
-                used.append((bag_io.image_topic(camera), msg))
+                used.append((topics.image_topic(camera), msg))
             entry = latest.get('joint_states')
             if entry is None:
                 return None, []
             joints = joint_positions(entry[0], self.config.joint_names)
-            used.append((bag_io.JOINT_STATES_TOPIC, entry[0]))
+            used.append((topics.JOINT_STATES_TOPIC, entry[0]))
         except ValueError as error:
-            self._log_once('observation', f'bad observation (counted, skipped): {error}')
-            self._count('bad_observation')
+            self._problem('bad_observation', f'bad observation (skipped): {error}')
             return None, []
         return PolicyObservation(images, joints, instruction), used
 
@@ -428,12 +417,10 @@ class PolicyNode(LifecycleNode):
     def _control_tick(self) -> None:
         tick = time.monotonic()
         if self._last_tick is not None:
-            self._intervals.append(tick - self._last_tick)
+            self._monitor.tick_interval(tick - self._last_tick)
         self._last_tick = tick
+        self._recording.flush_if_due()
         episode = self._episode
-        if self._recorder is not None:
-            with self._record_lock:
-                self._recorder.flush_if_due()
         if episode is None or self._core is None:
             return
         with self._command_lock:
@@ -442,24 +429,24 @@ class PolicyNode(LifecycleNode):
             obs, used = self._observation(episode.instruction)
             try:
                 out = self._core.step(obs, self._ee_position(), self._now(),
-                                      self.config.control_period)
+                                      self.config.control_period, clock=self._now)
             except Exception as error:  # noqa: BLE001 - any policy failure ends the episode
-                self._count('policy_fault')
+                self._monitor.count('policy_fault')
                 self.get_logger().error(f'policy failed: {error}')
                 self._finish(episode, f'{END_FAULT}: policy: {error}')
                 return
             sent = self._publish(out)
         if out.inference_time is not None:
-            self._inference_times.append(out.inference_time)
-        if out.safety.reasons:
-            self._log_once('safety:' + out.safety.reasons[0],
-                           f'safety filter: {", ".join(out.safety.reasons)} (counted)')
-        self._record_step(episode, used, out, sent)
+            self._monitor.inference(out.inference_time)
+        if out.safety.reasons and self._monitor.first('safety:' + out.safety.reasons[0]):
+            self.get_logger().warn(f'safety filter: {", ".join(out.safety.reasons)} (counted)')
+        if episode.bag_path:
+            self._recording.record_step(used, out.base_action, out.executed_action, sent)
         episode.steps += 1
         elapsed = self._now() - episode.started
-        success = (episode.sim_success if self.config.success_source == 'sim' else
-                   self.config.success_source == 'reward'
-                   and episode.success_probability >= episode.limits.success_threshold)
+        source = self.config.success_source
+        success = (episode.sim_success if source == 'sim' else
+                   episode.reward_success if source == 'reward' else False)
         reason = end_reason(episode.limits, episode.steps, elapsed, success)
         if episode.goal_handle.is_cancel_requested:
             reason = END_CANCELED
@@ -471,12 +458,15 @@ class PolicyNode(LifecycleNode):
         episode.goal_handle.publish_feedback(feedback)
 
     def _publish(self, out: StepOutput, stop: bool = False) -> list:
-        """Publish the safety filter's output; return the (topic, message) pairs sent."""
+        """Publish the safety filter's output; return the (topic, message) pairs sent.
+
+        Commands carry the stamp of the output's last freshness check (``checked_at``).
+        """
         # STOP outputs are published once, by the e-stop callback (stop=True); holds always.
         if out.safety.values.size == 0 or (out.safety.kind == STOP and not stop):
             return []
         config = self.config
-        stamp = self.get_clock().now().to_msg()
+        stamp = time_msg(round(out.checked_at * NS))
         values = out.safety.values
         if config.command_interface == 'twist':
             command = twist_command(values, stamp, config.command_frame_id)
@@ -498,12 +488,30 @@ class PolicyNode(LifecycleNode):
         return sent
 
     # ---- episodes --------------------------------------------------------------------------
+    def _goal_problem(self, goal) -> str:
+        """Say what is wrong with a goal ('' when it can run)."""
+        if not goal.task:
+            return 'the goal has no task'
+        problem = string_problem(goal.task, goal.instruction)
+        if problem:
+            return problem
+        try:
+            self._node_parameters.config.limits(goal.max_steps, goal.time_limit)
+        except ValueError as error:
+            return f'bad limits: {error}'
+        return ''
+
     def _on_goal(self, goal) -> GoalResponse:
         if not self._active or self._core is None:
             self.get_logger().warn('goal rejected: node not active')
             return GoalResponse.REJECT
         if self._estop_reason:
             self.get_logger().warn('goal rejected: e-stop latched; call ~/reset_estop')
+            return GoalResponse.REJECT
+        problem = self._goal_problem(goal)
+        if problem:
+            self._monitor.count('goal_rejected')
+            self.get_logger().warn(f'goal rejected: {problem}')
             return GoalResponse.REJECT
         with self._data_lock:
             if self._goal_running:
@@ -521,6 +529,7 @@ class PolicyNode(LifecycleNode):
 
     def _run_episode(self, goal_handle):
         goal = goal_handle.request
+        config = self._node_parameters.config        # per-episode parameters apply from now
         result = RunEpisode.Result()
         instruction = goal.instruction or catalogue_instruction(goal.task)
         episode_id = uuid.uuid4().hex[:12]
@@ -531,27 +540,41 @@ class PolicyNode(LifecycleNode):
             result.reason = f'{END_FAULT}: {problem}'
             goal_handle.abort()
             return result
+        self._warn_without_rewards()
         with self._data_lock:
             joints_msg = self._latest['joint_states'][0]
         try:
-            measured = joint_positions(joints_msg, self.config.command_joint_names or ())
+            measured = joint_positions(joints_msg, self.config.command_joint_names)
         except ValueError:
             measured = None
         with self._command_lock:
             self._core.begin_episode(measured if self.config.command_interface != 'twist'
                                      else None)
+        limits = config.limits(goal.max_steps, goal.time_limit)
         episode = _Episode(episode_id=episode_id, task=goal.task, instruction=instruction,
-                           seed=int(goal.seed), limits=self.config.limits(goal.max_steps,
-                                                                          goal.time_limit),
-                           goal_handle=goal_handle, started=self._now())
+                           seed=int(goal.seed), limits=limits, goal_handle=goal_handle,
+                           started=self._now(),
+                           success_detector=SuccessDetector(limits.success_threshold,
+                                                            limits.success_frames))
         if goal.record:
-            episode.bag_path = str(self._start_bag(episode))
+            metadata = self._metadata(episode, config)
+            episode.bag_path = str(self._recording.start(
+                config.bag_directory, config.flush_period, episode_id, self.config, metadata,
+                instruction, metadata_msg(bag_io.METADATA_START, episode, metadata,
+                                          self.get_clock().now().to_msg())))
         self._episode = episode
         self._publish_status(episode, EpisodeStatus.RUNNING)
         self.get_logger().info(f'episode {episode_id} started: {goal.task} ({instruction!r})')
         while not episode.done.wait(0.1):
             if not rclpy.ok():
-                self._finish(episode, f'{END_FAULT}: shutdown')
+                self._finish(episode, END_SHUTDOWN)
+        try:
+            return self._end_episode(episode, goal_handle, config, result)
+        finally:
+            self._episode = None
+            episode.finished.set()
+
+    def _end_episode(self, episode: _Episode, goal_handle, config, result):
         with self._command_lock:
             # The arm stops at the end of every episode (the estop already published its stop).
             if not self._estop_reason and self._core is not None:
@@ -559,15 +582,20 @@ class PolicyNode(LifecycleNode):
         duration = self._now() - episode.started
         state = _STATE_OF_REASON.get(episode.reason, EpisodeStatus.ABORTED)
         self._publish_status(episode, state)
-        self._end_bag(episode, duration)
-        self._episode = None
+        if episode.bag_path:
+            metadata = self._metadata(episode, config)
+            metadata.update(success=episode.reason == END_SUCCESS, reason=episode.reason,
+                            steps=episode.steps, duration=duration,
+                            episode_return=episode.episode_return)
+            self._recording.stop(metadata_msg(bag_io.METADATA_END, episode, metadata,
+                                              self.get_clock().now().to_msg()), metadata)
         result.success = episode.reason == END_SUCCESS
         result.episode_return = float(episode.episode_return)
         result.steps = episode.steps
         result.duration = float(duration)
         result.bag_path = episode.bag_path
         result.reason = episode.reason
-        self.get_logger().info(f'episode {episode_id} ended: {episode.reason} after '
+        self.get_logger().info(f'episode {episode.episode_id} ended: {episode.reason} after '
                                f'{episode.steps} steps')
         if episode.reason == END_CANCELED:
             goal_handle.canceled()
@@ -577,10 +605,17 @@ class PolicyNode(LifecycleNode):
             goal_handle.succeed()
         return result
 
+    def _warn_without_rewards(self) -> None:
+        config = self.config
+        if config.success_source == 'reward' and self.count_publishers(config.reward_topic) == 0:
+            self._monitor.count('no_reward_publisher')
+            self.get_logger().warn(
+                f'success_source is reward but nothing publishes {config.reward_topic}: this '
+                'episode can only end at its step or time limit (start the reward node, or set '
+                'success_source)')
+
     def _prepare_world(self, goal, instruction: str, episode_id: str) -> str:
         """Set the task, reset the arm, wait for fresh observations; return a problem or ''."""
-        if not goal.task:
-            return 'the goal has no task'
         if not instruction:
             return f'no instruction given and task {goal.task!r} is not in the catalogue'
         if 'set_task' in self._service_clients:
@@ -594,7 +629,8 @@ class PolicyNode(LifecycleNode):
             if response is None or not response.success:
                 return f'reset failed: {getattr(response, "message", "no response")}'
         after = self._now()
-        deadline = time.monotonic() + self.config.start_timeout
+        timeout = self._node_parameters.config.start_timeout
+        deadline = time.monotonic() + timeout
         needed = self.config.stream_names()
         while time.monotonic() < deadline:
             with self._data_lock:
@@ -603,7 +639,7 @@ class PolicyNode(LifecycleNode):
             if not missing:
                 return ''
             time.sleep(0.02)
-        return f'no fresh observations on {missing} within {self.config.start_timeout} s'
+        return f'no fresh observations on {missing} within {timeout} s'
 
     def _call(self, client, request, timeout: float = 10.0):
         if not client.wait_for_service(timeout_sec=timeout):
@@ -622,7 +658,8 @@ class PolicyNode(LifecycleNode):
                 twist_command(np.zeros(3), self.get_clock().now().to_msg(),
                               config.command_frame_id))
 
-    def _finish(self, episode: _Episode, reason: str) -> None:
+    @staticmethod
+    def _finish(episode: _Episode, reason: str) -> None:
         if not episode.reason:
             episode.reason = reason
         episode.done.set()
@@ -639,156 +676,45 @@ class PolicyNode(LifecycleNode):
             msg.reason = episode.reason
             msg.bag_path = episode.bag_path
         self._status_pub.publish(msg)
-        if episode is not None:
-            self._record(STATUS_TOPIC, msg)
+        if episode is not None and episode.bag_path:
+            self._recording.record(topics.EPISODE_STATUS_TOPIC, msg)
 
-    # ---- recording -------------------------------------------------------------------------
-    def _start_bag(self, episode: _Episode):
-        config = self.config
-        if self._recorder is None or str(self._recorder.directory) != config.bag_directory:
-            self._recorder = RolloutRecorder(config.bag_directory, bag_io.typestore(),
-                                             config.flush_period)
-        topics = {bag_io.image_topic(c): bag_io.IMAGE_TYPE for c in config.cameras}
-        topics.update({
-            bag_io.JOINT_STATES_TOPIC: bag_io.JOINT_STATE_TYPE,
-            bag_io.ACTION_TOPIC: bag_io.ACTION_TYPE,
-            bag_io.BASE_ACTION_TOPIC: _msgtype(Float32MultiArray),
-            INSTRUCTION_TOPIC: _msgtype(String),
-            config.command_topic: _msgtype(_COMMAND_TYPES[config.command_interface]),
-            config.reward_topic: bag_io.STAGE_REWARD_TYPE,
-            STATUS_TOPIC: _msgtype(EpisodeStatus),
-            bag_io.METADATA_TOPIC: bag_io.METADATA_TYPE,
-        })
-        if config.gripper_topic:
-            topics[config.gripper_topic] = _msgtype(Float64)
-        if config.success_source == 'sim':
-            topics[bag_io.GROUND_TRUTH_TOPIC] = bag_io.GROUND_TRUTH_TYPE
-        metadata = self._metadata(episode)
-        with self._record_lock:
-            path = self._recorder.start(episode.episode_id, topics, metadata)
-        self._record(bag_io.METADATA_TOPIC, self._metadata_msg(episode, 'start', metadata))
-        self._record(INSTRUCTION_TOPIC, String(data=episode.instruction))
-        return path
-
-    def _end_bag(self, episode: _Episode, duration: float) -> None:
-        if not episode.bag_path or self._recorder is None:
-            return
-        metadata = self._metadata(episode)
-        metadata.update(success=episode.reason == END_SUCCESS, reason=episode.reason,
-                        steps=episode.steps, duration=duration,
-                        episode_return=episode.episode_return)
-        self._record(bag_io.METADATA_TOPIC, self._metadata_msg(episode, 'end', metadata))
-        with self._record_lock:
-            self._recorder.stop(metadata)
-
-    def _metadata(self, episode: _Episode) -> dict:
+    def _metadata(self, episode: _Episode, config: PolicyNodeConfig) -> dict:
         policy = self._policy
-        config = self.config
         return {
             'source': 'policy_node', 'episode_id': episode.episode_id, 'task': episode.task,
             'instruction': episode.instruction, 'seed': episode.seed,
             'policy_id': policy.policy_id if policy is not None else '',
-            'policy_type': config.policy_type,
+            'policy_type': self.config.policy_type,
             'policy_config': getattr(getattr(policy, 'config', None), 'to_json',
                                      lambda: {})(),
-            'checkpoint': config.checkpoint,
+            'checkpoint': self.config.checkpoint,
             'checkpoint_sha256': getattr(policy, 'weights_sha256', ''),
             'node_config': {name: getattr(config, name) for name in PolicyNodeConfig.names()},
             'limits': {'max_steps': episode.limits.max_steps,
                        'time_limit': episode.limits.time_limit,
-                       'success_threshold': episode.limits.success_threshold},
+                       'success_threshold': episode.limits.success_threshold,
+                       'success_frames': episode.limits.success_frames},
         }
 
-    def _metadata_msg(self, episode: _Episode, kind: str, metadata: dict) -> EpisodeMetadata:
-        msg = EpisodeMetadata(kind=kind, episode_id=episode.episode_id, task=episode.task,
-                              instruction=episode.instruction, seed=episode.seed,
-                              success=bool(metadata.get('success', False)),
-                              reason=episode.reason if kind == 'end' else '',
-                              steps=episode.steps if kind == 'end' else 0,
-                              metadata_json=json.dumps(metadata, sort_keys=True, default=str))
-        msg.header.stamp = self.get_clock().now().to_msg()
-        return msg
-
-    def _record(self, topic: str, msg) -> None:
-        recorder = self._recorder
-        if recorder is None or not recorder.recording:
-            return
-        with self._record_lock:
-            if not recorder.write(topic, serialize_message(msg),
-                                  self.get_clock().now().nanoseconds):
-                self._count('record_dropped')
-
-    def _record_step(self, episode: _Episode, used: list, out: StepOutput, sent: list) -> None:
-        if not episode.bag_path:
-            return
-        for topic, msg in used:
-            # A frame reused by several control steps is recorded once.
-            if episode.recorded.get(topic) is not msg:
-                episode.recorded[topic] = msg
-                self._record(topic, msg)
-        if out.base_action is not None:
-            self._record(bag_io.BASE_ACTION_TOPIC, float_array(out.base_action))
-        if out.executed_action is not None:
-            self._record(bag_io.ACTION_TOPIC, float64_array(out.executed_action))
-        for topic, msg in sent:
-            self._record(topic, msg)
-
     # ---- diagnostics -------------------------------------------------------------------------
-    def _count(self, what: str) -> None:
-        self._counts[what] = self._counts.get(what, 0) + 1
-
-    def _log_once(self, key: str, text: str) -> None:
-        if key not in self._logged_once:
-            self._logged_once.add(key)
-            self.get_logger().warn(text)
-
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name=f'{self.get_name()}: policy', hardware_id='policy')
-        if self._estop_reason:
-            status.level, status.message = DiagnosticStatus.ERROR, 'e-stop latched'
-        elif self._core is None:
-            status.level, status.message = DiagnosticStatus.WARN, 'not configured'
-        else:
-            status.level = DiagnosticStatus.OK
-            status.message = 'running episode' if self._episode is not None else 'idle'
-        values = {'policy': getattr(self._policy, 'policy_id', ''),
-                  'episode': self._episode.episode_id if self._episode is not None else ''}
-        intervals = np.asarray(self._intervals)
-        if intervals.size:
-            jitter = np.abs(intervals - self.config.control_period) * 1000.0
-            values['jitter_p50_ms'] = f'{np.percentile(jitter, 50):.2f}'
-            values['jitter_p99_ms'] = f'{np.percentile(jitter, 99):.2f}'
-        if self._inference_times:
-            values['inference_p50_ms'] = f'{np.median(self._inference_times) * 1000:.1f}'
-        counts = dict(self._counts)
-        if self._safety is not None:
-            counts.update({f'safety_{k}': v for k, v in self._safety.counts.items()})
-        if self._recorder is not None:
-            counts['recorder_dropped'] = self._recorder.dropped
-        values.update({k: str(v) for k, v in sorted(counts.items())})
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(msg)
-
-
-def _capture_time(msg, now: float) -> float:
-    """When the observation was taken, for the watchdog: its header stamp if on our clock.
-
-    Judging freshness by the capture stamp keeps a frame that this process handled late (a busy
-    executor) from looking fresh. A stamp on another clock (e.g. simulated time while this node
-    runs on wall time: more than 10 s off) falls back to the receive time ``now``.
-    """
-    header = getattr(msg, 'header', None)
-    if header is None:
-        return now
-    captured = header.stamp.sec + header.stamp.nanosec / NS
-    return captured if now - 10.0 <= captured <= now else now
+        warn_if_name_taken(self, self._monitor.first)
+        episode = self._episode
+        report = self._monitor.report(
+            configured=self._core is not None, estopped=bool(self._estop_reason),
+            episode_id=episode.episode_id if episode is not None else '',
+            policy_id=getattr(self._policy, 'policy_id', ''),
+            control_period=self.config.control_period,
+            safety_counts=self._safety.counts if self._safety is not None else {},
+            recorder_dropped=self._recording.dropped)
+        self._diagnostics_pub.publish(diagnostics_msg(
+            report, self.get_clock().now().to_msg(), f'{self.get_name()}: policy', 'policy'))
 
 
 def main(args=None) -> None:
     """Run the policy node (console script ``policy_node``)."""
-    spin_lifecycle_node(PolicyNode, num_threads=5, args=args)
+    spin_node(PolicyNode, num_threads=5, args=args)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,9 @@ reported by ``sarm2_common.bag_dataset.read_episodes``, which skips or partially
 
 The round report (``round_report.json`` beside the checkpoint) lists every episode used with the
 id of the reward model that labelled it, every skipped episode with the reason, and the
-training logs.
+training logs. LRM relabelling also records its provenance (the VLM, its adapters, the prompt
+protocol and settings) in the report and the checkpoint metadata, and the answer counts in the
+report.
 """
 
 import argparse
@@ -25,10 +27,12 @@ from tqdm import tqdm
 
 from sarm2_common.bag_dataset import read_episodes
 from sarm2_common.episode import Episode
+from sarm2_reward.lrm.options import add_lrm_arguments, lrm_from_args
 from spiral_policy.compact_vla import CompactVlaPolicy
 from spiral_policy.spiral.config import SpiralConfig
 from spiral_policy.spiral.learner import METHODS, SpiralLearner
-from spiral_policy.spiral.relabel import RewardLabeler, Sarm2Labeler, TimeLinearLabeler
+from spiral_policy.spiral.relabel import (LRM_REWARDS, LrmLabeler, RewardLabeler, Sarm2Labeler,
+                                          TimeLinearLabeler)
 from spiral_policy.spiral.targets import chunk_starts
 from spiral_policy.spiral.transitions import build_transitions, Rollout
 from spiral_policy.vla import check_chunk, PolicyObservation, VlaPolicy
@@ -243,11 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help='directory for the new residual checkpoint and the round report')
     parser.add_argument('--reward-checkpoint', type=Path,
                         help='SARM2 checkpoint directory used to relabel every episode')
-    parser.add_argument('--reward', choices=('sarm2', 'time_linear', 'sparse'), default='sarm2',
-                        help='reward: SARM2 dense (needs --reward-checkpoint), the time-linear '
-                             'baseline, or sparse success only')
+    parser.add_argument('--reward', choices=('sarm2', 'lrm', 'time_linear', 'sparse'),
+                        default='sarm2',
+                        help='reward: SARM2 dense (needs --reward-checkpoint), zero-shot LRM '
+                             'rewards from a VLM (needs the --lrm-* options below), the '
+                             'time-linear baseline, or sparse success only')
     parser.add_argument('--smoothing', type=float, default=0.0,
-                        help='EMA smoothing of SARM2 values before differencing (0..1)')
+                        help='EMA smoothing of SARM2 (or LRM) values before differencing (0..1)')
     parser.add_argument('--method', choices=METHODS, default='spiral',
                         help='spiral: residual actor-critic; rabc: reward-aligned BC')
     parser.add_argument('--init', type=Path,
@@ -263,14 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--round', type=int, default=1, help='round number, for the report')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads (1 is fastest for these small networks)')
+    add_lrm_arguments(parser)
+    parser.add_argument('--lrm-rewards', choices=LRM_REWARDS, default='change',
+                        help='change: per-frame reward = change of the held LRM reward (the '
+                             'return is last minus first); held: the held reward on every frame, '
+                             'as the LRM authors feed PPO')
     return parser
 
 
-def _labeler(args) -> RewardLabeler | None:
+def _labeler(args, config: SpiralConfig) -> RewardLabeler | None:
     if args.reward == 'sarm2':
         if args.reward_checkpoint is None:
             raise ValueError('--reward sarm2 needs --reward-checkpoint <SARM2 checkpoint dir>')
         return Sarm2Labeler.from_checkpoint(args.reward_checkpoint, args.smoothing)
+    if args.reward == 'lrm':
+        source, lrm_config = lrm_from_args(args, default_camera=config.cameras[0])
+        return LrmLabeler.from_source(source, lrm_config, args.lrm_rewards, args.smoothing)
     return TimeLinearLabeler() if args.reward == 'time_linear' else None
 
 
@@ -287,7 +301,7 @@ def main(argv=None) -> int:
             learner = SpiralLearner(config, seed=args.seed)
         if (args.reward == 'sparse') != (learner.config.reward_source == 'sparse'):
             learner.config.reward_source = 'sparse' if args.reward == 'sparse' else 'dense'
-        labeler = _labeler(args)
+        labeler = _labeler(args, learner.config)
         base = None
         if args.base_checkpoint is not None:
             base = CompactVlaPolicy.from_checkpoint(args.base_checkpoint)
@@ -305,6 +319,10 @@ def main(argv=None) -> int:
                 'reward_model_ids': report['reward_model_ids'],
                 'base_policy_id': base.policy_id if base is not None else
                 recorded_base_policy_id(data.rollouts)}
+    if isinstance(labeler, LrmLabeler):
+        # A served model has no weights to hash into its id: the record names what answered.
+        report['reward_provenance'] = metadata['reward_provenance'] = labeler.provenance
+        report['reward_answers'] = dict(labeler.tally)
     learner.save(args.out, metadata)
     (args.out / REPORT_FILE).write_text(json.dumps(report, indent=2))
     print(f'round {args.round}: trained on {len(report["episodes"])} episodes '
