@@ -6,10 +6,10 @@ table: the scripted expert plus a constant velocity bias). For every seed:
 1. round 0: the base runs ``--episodes`` episodes per task on fresh initial states (its success
    rate), plus ``--explore-episodes`` with a random action offset per chunk; these are round 0's
    data;
-2. the flywheel: round 0's rollouts of all tasks are labelled from the simulator's truth and the
-   SARM2 model trained on demonstrations is fine-tuned on them (``--flywheel-reward sim_truth``
-   rewards with the labels' progress directly instead, which separates SPIRAL from the reward
-   model's quality);
+2. the flywheel: round 0's rollouts of all tasks are labelled from the simulator's truth
+   (``label_rollouts_from_sim``) and the SARM2 model trained on demonstrations is fine-tuned on
+   them (``sarm2_reward.flywheel``); ``--flywheel-reward sim_labels`` rewards with the labels'
+   progress curves directly instead, which separates SPIRAL from the reward model's quality;
 3. every method runs ``--rounds`` rounds of relabel -> offline update -> deploy (best of k by Q)
    on fresh initial states; the deployed policy's rollouts join the next round's data.
 
@@ -24,8 +24,12 @@ Methods (all share the frozen base, round 0's data and the evaluation initial st
 - ``spiral_demo_reward``: SPIRAL with SARM2 trained on demonstrations only (no flywheel)
 
 Episodes run through the policy node's control core (chunk execution + safety filter) on the
-simulated arm's ROS-free core; the deployed ``ResidualPolicy`` is the ``VlaPolicy`` the policy
-node runs and ``spiral_update`` runs the same offline round on rollout bags.
+simulated arm's ROS-free core. With the VLA base every episode is recorded as a bag in the
+policy node's layout (``spiral_policy.rollout_bags``) and read back like a node rollout, and the
+update is ``spiral_update``'s (``prepare_round`` + ``train_round``): the base's chunk at every
+frame is recomputed from the recorded images. The biased expert reads the simulator, so its
+episodes stay in memory with the base's chunk recorded live. The deployed ``ResidualPolicy`` is
+the ``VlaPolicy`` the policy node runs.
 
 The last stdout line is one JSON object: base_success, final_success (SPIRAL, per task),
 ablations (method -> per-task final success), demo_only_reward (per task), per-round tables.
@@ -34,6 +38,7 @@ ablations (method -> per-task final success), demo_only_reward (per task), per-r
 import argparse
 import json
 import math
+import shutil
 from pathlib import Path
 import sys
 import time
@@ -44,15 +49,19 @@ from tqdm import tqdm
 
 from sarm2_common.bag_dataset import read_episodes
 from sarm2_common.episode import Episode
+from sarm2_common.rollout_labels import load_label, progress_targets, reward_targets, save_label
+from sarm2_reward.flywheel import finetune_on_rollouts, finetune_train_config
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.text_embedding import make_text_embedder
 from sarm2_reward.train import train_model, TrainConfig
 from sarm2_sim.demonstrations import record_demonstrations
 from sarm2_sim.sim_arm import SimArm, SimArmConfig
+from sarm2_sim.sim_labels import demonstration_scales, label_from_truth, read_rollout_truth
 from spiral_policy.bc_training import BcTrainingConfig, train as train_vla
 from spiral_policy.compact_vla import CompactVlaConfig, CompactVlaPolicy
-from spiral_policy.sim_evaluation import (run_sim_episode, sim_control_core, SIM_REWARDS_KEY,
-                                          SimEpisodeRecorder, wilson_interval)
+from spiral_policy.rollout_bags import record_sim_rollouts
+from spiral_policy.sim_evaluation import (run_sim_episode, sim_control_core, SimEpisodeRecorder,
+                                          wilson_interval)
 from spiral_policy.spiral.config import MC_TARGETS, OBSERVATIONS, SpiralConfig, \
     TRANSITIONS
 from spiral_policy.spiral.learner import SpiralLearner
@@ -69,7 +78,7 @@ IMAGE_SIZE = 64
 # Tasks where the compact VLA succeeds 30-60% (docs/benchmarks.md, section policy).
 DEFAULT_TASKS = ('button-press-topdown-v3', 'drawer-open-v3')
 BASES = ('vla', 'biased_expert')
-FLYWHEEL_REWARDS = ('finetuned', 'sim_truth')
+FLYWHEEL_REWARDS = ('finetuned', 'sim_labels', 'demo')
 # method -> (trainer, reward, reward source, Monte-Carlo weight alpha); reward 'flywheel' is the
 # one --flywheel-reward selects.
 METHODS = {
@@ -140,8 +149,8 @@ class BaseChunkRecorder(SimEpisodeRecorder):
             self.base_features.append(np.asarray(features, np.float32))
 
 
-def rollouts(arm: SimArm, policy, base, seeds, max_steps: int, prefix: str,
-             desc: str) -> list[Episode]:
+def memory_rollouts(arm: SimArm, policy, base, seeds, max_steps: int, prefix: str,
+                    desc: str) -> list[Episode]:
     """Run ``policy`` from each initial-state seed through the control core; keep the episodes."""
     core = sim_control_core(policy, arm, (CAMERA,))
     episodes = []
@@ -153,27 +162,37 @@ def rollouts(arm: SimArm, policy, base, seeds, max_steps: int, prefix: str,
     return episodes
 
 
-class SimTruthLabeler:
-    """Rewards from the simulator's truth: Meta-World's shaped reward as progress (0..1).
+def bag_rollouts(args, policy, task: str, seeds, directory: Path, scales: dict) -> list[Episode]:
+    """Record ``policy``'s rollouts as bags, label them from the simulator's truth, read them.
 
-    progress_t = clip(shaped reward after frame t's action / 10, 0, 1), and 1 on the last frame
-    of a success; the reward is its per-frame increase. Privileged: it isolates SPIRAL from the
-    reward model's quality and is never a policy input.
+    Labels are written beside every bag (the flywheel learns from round 0's; the label reward
+    reads any round's); failures are placed on the demonstrations' progress scale.
+    """
+    results = record_sim_rollouts(policy, task, [int(s) for s in seeds], directory,
+                                  max_steps=args.max_steps, cameras=(CAMERA,),
+                                  image_size=IMAGE_SIZE, progress=False)
+    for result in results:
+        if load_label(result.bag) is None:
+            truth = read_rollout_truth(result.bag)
+            save_label(result.bag, label_from_truth(truth, scale=scales.get(task)))
+    return read_episodes([r.bag for r in results])
+
+
+class LabelCurveLabeler:
+    """Rewards from the rollout label beside each bag: its progress curve's per-frame increase.
+
+    With labels written from the simulator's truth this is privileged: it separates SPIRAL from
+    the reward model's quality and is never a policy input.
     """
 
-    labeler_id = 'sim_truth'
-
-    def progress(self, episode: Episode) -> np.ndarray:
-        """Per-frame progress in [0, 1], float64 [T]."""
-        progress = np.clip(np.asarray(episode.metadata[SIM_REWARDS_KEY], np.float64) / 10.0,
-                           0.0, 1.0)
-        if episode.success:
-            progress[-1] = 1.0
-        return progress
+    labeler_id = 'sim_labels'
 
     def frame_rewards(self, episode: Episode) -> np.ndarray:
-        """Return the increase of the progress at every frame (0 on the first)."""
-        return np.diff(self.progress(episode), prepend=self.progress(episode)[:1])
+        """Return the increase of the labelled progress at every frame (0 on the first)."""
+        label = load_label(episode.metadata['bag_path'])
+        if label is None:
+            raise ValueError(f'episode {episode.episode_id} has no label beside its bag')
+        return reward_targets(progress_targets(label, episode.timestamps))
 
 
 class CachedLabeler:
@@ -268,7 +287,7 @@ def spiral_config(args, method: str) -> SpiralConfig:
                         base_feature_dim=args.base_feature_dim)
 
 
-def make_base(args, arm: SimArm):
+def make_base(args, arm: SimArm | None):
     if args.base == 'vla':
         return CompactVlaPolicy.from_checkpoint(args.base_checkpoint)
     return BiasedExpertPolicy(arm, [args.base_bias, 0.0, 0.0, 0.0], args.chunk_size)
@@ -280,39 +299,77 @@ def eval_seeds(args, seed: int, task_index: int, round_index: int) -> np.ndarray
             + np.arange(args.episodes))
 
 
-def round_zero(args, seed: int, arms: dict) -> dict:
+class SeedRun:
+    """Where one seed's rollouts happen: bags under ``directory`` (VLA) or arms in memory."""
+
+    def __init__(self, args, seed: int, scales: dict):
+        self.args, self.seed, self.scales = args, seed, scales
+        self.directory = args.work_dir / 'rollouts' / f'seed{seed}'
+        # Bags of an earlier run may come from other settings: every seed starts afresh.
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.arms = {} if args.base == 'vla' else {
+            task: SimArm(SimArmConfig(task=task, cameras=(CAMERA,), image_size=IMAGE_SIZE,
+                                      seed=seed, max_steps=args.max_steps))
+            for task in args.tasks}
+
+    def base(self, task: str):
+        return make_base(self.args, self.arms.get(task))
+
+    def collect(self, policy, base, task: str, seeds, name: str) -> list[Episode]:
+        """Run ``policy`` from ``seeds`` (for the VLA recorded as ``<task>/<name>`` bags)."""
+        if self.args.base == 'vla':
+            return bag_rollouts(self.args, policy, task, seeds, self.directory / task / name,
+                                self.scales)
+        return memory_rollouts(self.arms[task], policy, base, seeds, self.args.max_steps,
+                               f'{task}-s{self.seed}-{name}', f'{name} {task}')
+
+    def close(self) -> None:
+        for arm in self.arms.values():
+            arm.close()
+
+
+def round_zero(args, run: SeedRun) -> dict:
     """Run the base's episodes of every task (its success rate) and the exploration ones."""
     data = {}
-    for t, (task, arm) in enumerate(arms.items()):
-        base = make_base(args, arm)
+    for t, task in enumerate(args.tasks):
+        base = run.base(task)
         zero = ResidualPolicy(base, ResidualActor(spiral_config(args, 'spiral')))
         explore = ResidualPolicy(base, ResidualActor(spiral_config(args, 'spiral')),
-                                 exploration_noise=args.exploration_noise, seed=seed)
-        tag = f'{task}-s{seed}'
-        evaluated = rollouts(arm, zero, base, eval_seeds(args, seed, t, 0), args.max_steps,
-                             f'{tag}-eval0', f'base {task}')
-        explore_seeds = 500_000 + eval_seeds(args, seed, t, 0)[:args.explore_episodes]
-        explored = rollouts(arm, explore, base, explore_seeds, args.max_steps,
-                            f'{tag}-explore0', f'explore {task}') if args.explore_episodes else []
+                                 exploration_noise=args.exploration_noise, seed=run.seed)
+        seeds = eval_seeds(args, run.seed, t, 0)
+        evaluated = run.collect(zero, base, task, seeds, 'round0-base')
+        explored = run.collect(explore, base, task, 500_000 + seeds[:args.explore_episodes],
+                               'round0-explore') if args.explore_episodes else []
         data[task] = {'evaluated': evaluated, 'explored': explored,
                       'rate': float(np.mean([e.success for e in evaluated]))}
     return data
 
 
-def flywheel_labeler(args, seed: int, round0: dict):
+def flywheel_labeler(args, run: SeedRun, demo_reward: Path, demo_bags: list[Path]):
     """Return the flywheel's reward for this seed (see --flywheel-reward)."""
-    if args.flywheel_reward == 'sim_truth':
-        return SimTruthLabeler()
-    raise NotImplementedError('--flywheel-reward finetuned needs the rollout fine-tuning API')
+    if args.flywheel_reward == 'sim_labels':
+        return LabelCurveLabeler()
+    if args.flywheel_reward == 'demo':
+        return Sarm2Labeler.from_checkpoint(demo_reward)
+    out = args.work_dir / f'flywheel-s{run.seed}' / 'checkpoint'
+    shutil.rmtree(out.parent, ignore_errors=True)
+    round0 = [run.directory / task / name for task in args.tasks
+              for name in ('round0-base', 'round0-explore')
+              if (run.directory / task / name).is_dir()]
+    finetune_on_rollouts(demo_reward, demo_bags, round0, out, progress=False,
+                         train=finetune_train_config(steps=args.finetune_steps, seed=run.seed,
+                                                     batch_size=16, num_threads=1,
+                                                     device='cpu'))
+    return Sarm2Labeler.from_checkpoint(out)
 
 
-def run_method(args, task: str, task_index: int, seed: int, method: str, arm: SimArm,
+def run_method(args, run: SeedRun, task: str, task_index: int, method: str,
                shared: list[Episode], base_rate: float, labelers: dict, progress) -> dict:
     """R rounds of one method; return its success rate and reward AUROCs per round."""
     trainer, reward_name, _, _ = METHODS[method]
     config = spiral_config(args, method)
-    base = make_base(args, arm)
-    learner = SpiralLearner(config, seed=seed)
+    base = run.base(task)
+    learner = SpiralLearner(config, seed=run.seed)
     labeler = labelers.get(reward_name)
     episodes = list(shared)
     rates, aurocs = [base_rate], [labeler.auroc(shared) if labeler else None]
@@ -321,13 +378,13 @@ def run_method(args, task: str, task_index: int, seed: int, method: str, arm: Si
         train_round(data, learner, trainer)
         critic = learner.critic if trainer == 'spiral' else None
         k = config.best_of_k if critic is not None else 1
-        deployed = ResidualPolicy(base, learner.actor, critic, best_of_k=k, seed=seed)
-        evaluated = rollouts(arm, deployed, base, eval_seeds(args, seed, task_index, round_index),
-                             args.max_steps, f'{task}-s{seed}-{method}-r{round_index}',
-                             f'{method} r{round_index}')
+        deployed = ResidualPolicy(base, learner.actor, critic, best_of_k=k, seed=run.seed)
+        evaluated = run.collect(deployed, base, task,
+                                eval_seeds(args, run.seed, task_index, round_index),
+                                f'{method}-r{round_index}')
         rates.append(float(np.mean([e.success for e in evaluated])))
         aurocs.append(labeler.auroc(evaluated) if labeler else None)
-        progress.set_postfix(task=task[:12], seed=seed, method=method, round=round_index,
+        progress.set_postfix(task=task[:12], seed=run.seed, method=method, round=round_index,
                              success=f'{rates[-1]:.0%}')
         progress.update(1)
         episodes += evaluated
@@ -336,25 +393,23 @@ def run_method(args, task: str, task_index: int, seed: int, method: str, arm: Si
     return {'rates': rates, 'reward_auroc': aurocs}
 
 
-def run_seed(args, seed: int, labelers: dict, progress) -> dict:
+def run_seed(args, seed: int, labelers: dict, demo_reward: Path, demo_bags: list[Path],
+             scales: dict, progress) -> dict:
     """Everything for one seed; returns task -> method -> {'rates', 'reward_auroc'}."""
-    arms = {task: SimArm(SimArmConfig(task=task, cameras=(CAMERA,), image_size=IMAGE_SIZE,
-                                      seed=seed, max_steps=args.max_steps))
-            for task in args.tasks}
+    run = SeedRun(args, seed, scales)
     try:
-        round0 = round_zero(args, seed, arms)
-        seed_labelers = dict(labelers, flywheel=CachedLabeler(flywheel_labeler(args, seed,
-                                                                               round0)))
+        round0 = round_zero(args, run)
+        flywheel = CachedLabeler(flywheel_labeler(args, run, demo_reward, demo_bags))
+        seed_labelers = dict(labelers, flywheel=flywheel)
         results = {}
         for t, task in enumerate(args.tasks):
             shared = round0[task]['evaluated'] + round0[task]['explored']
-            results[task] = {method: run_method(args, task, t, seed, method, arms[task], shared,
+            results[task] = {method: run_method(args, run, task, t, method, shared,
                                                 round0[task]['rate'], seed_labelers, progress)
                              for method in args.methods}
         return results
     finally:
-        for arm in arms.values():
-            arm.close()
+        run.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,8 +471,10 @@ def section_name(args) -> str:
 
 def reward_description(args, settings: dict) -> str:
     if args.flywheel_reward == 'sim_truth':
-        flywheel = ("the simulator's truth (Meta-World's shaped reward as progress, "
-                    '`SimTruthLabeler`; privileged, to separate SPIRAL from reward quality)')
+        flywheel = ("the progress curves of the rollouts' labels from the simulator's truth "
+                    '(privileged, to separate SPIRAL from reward quality)')
+    elif args.flywheel_reward == 'demo':
+        flywheel = 'the demonstration-only SARM2 (no flywheel)'
     else:
         flywheel = (f'SARM2 fine-tuned on the labelled round-0 rollouts of each seed (from '
                     f'`{settings.get("demo_reward_model_id")}`)')
@@ -574,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
 SETTINGS_KEYS = ('episodes', 'rounds', 'updates', 'base', 'base_bias', 'chunk_size', 'max_steps',
                  'demos_per_task', 'reward_steps', 'vla_steps', 'residual_scale', 'beta',
                  'gamma', 'mc_target', 'transitions', 'explore_episodes', 'flywheel_reward',
-                 'best_of_k', 'observation')
+                 'best_of_k', 'observation', 'finetune_steps')
 
 
 def load_results(results_dir: Path, tasks, methods) -> tuple[dict, dict]:
@@ -610,8 +667,13 @@ def main(argv=None) -> int:
         args.work_dir = args.work_dir / 'quick'
     torch.set_num_threads(1)
     args.base_feature_dim = 0
-    if args.base != 'vla' and args.observation == 'base_features':
-        print('spiral bench: --observation base_features needs the VLA base', file=sys.stderr)
+    if args.flywheel_reward is None:
+        args.flywheel_reward = 'finetuned' if args.base == 'vla' else 'demo'
+    if args.base != 'vla' and (args.observation == 'base_features'
+                               or args.flywheel_reward != 'demo'):
+        print('spiral bench: the biased expert runs with --flywheel-reward demo and pixel '
+              'observations (its rollouts are not bags with labels, and it has no features)',
+              file=sys.stderr)
         return 2
     unknown = sorted(set(args.tasks) - set(args.reward_tasks))
     if unknown:
@@ -637,11 +699,14 @@ def main(argv=None) -> int:
     if not args.merge:
         labelers = {'demo': CachedLabeler(sarm2),
                     'time_linear': CachedLabeler(TimeLinearLabeler())}
+        demo_bags = record_demos(args)
+        scales = demonstration_scales(demo_bags) if args.base == 'vla' else {}
         total = len(args.tasks) * len(args.seeds) * len(args.methods) * args.rounds
         with tqdm(total=total, desc='method-rounds', unit='round') as progress:
             for seed in args.seeds:
                 seed_started = time.perf_counter()
-                results = run_seed(args, seed, labelers, progress)
+                results = run_seed(args, seed, labelers, demo_reward, demo_bags, scales,
+                                   progress)
                 # One file per seed, so seeds run in separate invocations can be merged.
                 (results_dir / f'seed{seed}.json').write_text(json.dumps({
                     'seed': seed, 'results': results, 'settings': settings,

@@ -340,6 +340,9 @@ def labels_step(ctx: RunContext, out: Path) -> dict:
     if ctx.config.labels == 'sim':
         command = [str(console_script('sarm2_sim', 'label_rollouts_from_sim')),
                    *map(str, round_bag_dirs(ctx, 0))]
+        if ctx.config.demo_bags:
+            # Failures get progress on the demonstrations' scale (what the model learned).
+            command += ['--demos', ctx.config.demo_bags]
         completed = subprocess.run(command, env=ctx.env)
         if completed.returncode != 0:
             raise RunError(f'label_rollouts_from_sim exited with {completed.returncode}: '
