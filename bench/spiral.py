@@ -590,9 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help='round-0 episodes with a random action offset per chunk, per task')
     parser.add_argument('--updates', type=int, default=250, help='gradient steps per round')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
-    parser.add_argument('--flywheel-reward', choices=FLYWHEEL_REWARDS, default='finetuned',
-                        help="finetuned: SARM2 fine-tuned on round 0's labelled rollouts; "
-                             "sim_truth: the labels' progress itself (privileged)")
+    parser.add_argument('--flywheel-reward', choices=FLYWHEEL_REWARDS,
+                        help="finetuned (VLA default): SARM2 fine-tuned on round 0's labelled "
+                             "rollouts; sim_labels: the labels' progress curves themselves "
+                             '(privileged); demo (biased-expert default): the demonstration-only '
+                             'SARM2')
+    parser.add_argument('--finetune-steps', type=int, default=400,
+                        help='steps of the SARM2 fine-tuning on the labelled rollouts')
     parser.add_argument('--transitions', choices=TRANSITIONS, default='frame')
     parser.add_argument('--mc-target', choices=MC_TARGETS, default='rewards')
     parser.add_argument('--observation', choices=OBSERVATIONS, default='pixels',
