@@ -196,19 +196,19 @@ class LabelCurveLabeler:
 
 
 class CachedLabeler:
-    """Labels each episode once per reward model (episode ids are unique within a run)."""
+    """Labels each episode once per reward model (keyed by its bag, else its id)."""
 
     def __init__(self, labeler):
         self.labeler = labeler
         self.labeler_id = labeler.labeler_id
         self.cache: dict[str, np.ndarray] = {}
-        self.outcomes: dict[str, bool] = {}
 
     def frame_rewards(self, episode: Episode) -> np.ndarray:
-        if episode.episode_id not in self.cache:
-            self.cache[episode.episode_id] = self.labeler.frame_rewards(episode)
-            self.outcomes[episode.episode_id] = episode.success
-        return self.cache[episode.episode_id]
+        # Every method records its rounds' bags apart, under ids that repeat across methods.
+        key = str(episode.metadata.get('bag_path', episode.episode_id))
+        if key not in self.cache:
+            self.cache[key] = self.labeler.frame_rewards(episode)
+        return self.cache[key]
 
     def auroc(self, episodes: list[Episode]) -> float | None:
         """Return the AUROC of this reward's episode return by outcome (None: one class)."""
@@ -668,6 +668,7 @@ def main(argv=None) -> int:
         args.updates, args.demos_per_task = min(args.updates, 100), min(args.demos_per_task, 8)
         args.reward_steps, args.vla_steps = min(args.reward_steps, 200), min(args.vla_steps, 300)
         args.explore_episodes = min(args.explore_episodes, 2)
+        args.finetune_steps = min(args.finetune_steps, 100)
         args.work_dir = args.work_dir / 'quick'
     torch.set_num_threads(1)
     args.base_feature_dim = 0
