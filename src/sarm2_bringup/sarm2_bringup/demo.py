@@ -329,7 +329,7 @@ def summary_tables(results: dict) -> tuple[list[list[str]], list[list[str]], lis
             successes = sum(r['successes'] for r in pooled)
             episodes = sum(r['episodes'] for r in pooled)
             unchanged = ((entry.get('update') or {}).get('per_task', {}).get(task, {})
-                         .get('unchanged'))
+                         .get('note'))
             ranking.append([str(entry['round']), task, f'{successes}/{episodes}',
                             _fmt(entry['live_auroc'][task], 2),
                             _fmt(entry['relabelled_auroc'][task], 2),

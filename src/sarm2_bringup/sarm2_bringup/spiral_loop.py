@@ -28,7 +28,9 @@ finished episodes of an interrupted rollout step too (``--run`` names the run; b
 newest unfinished run with the same configuration continues).
 
 The reward and base checkpoints and the demonstrations default to those of the latest
-``make demo`` run.
+``make demo`` run. With ``--reward lrm`` the updates relabel with zero-shot LRM rewards from a
+VLM (the ``--lrm-*`` options, passed on to ``spiral_update``); the live reward node of the
+rollouts still runs the SARM2 checkpoint (its rewards are only shown and recorded).
 """
 
 import argparse
@@ -39,6 +41,8 @@ import logging
 from pathlib import Path
 import subprocess
 import sys
+
+from sarm2_reward.lrm.options import add_lrm_arguments, lrm_arguments, lrm_requested
 
 from .report_tables import HTML_STYLE, html_table, rate_cell, text_table, verdict
 from .run_steps import (CONFIG_FILE, execute, is_done, read_jsonl, read_step, RunContext,
@@ -55,7 +59,7 @@ DEMO_RUN = Path('runs') / 'latest'
 LOOP_SEED = 30_000
 INPROCESS_SEED = 500
 METHODS = ('spiral', 'rabc')
-REWARDS = ('sarm2', 'time_linear', 'sparse')
+REWARDS = ('sarm2', 'lrm', 'time_linear', 'sparse')
 LABELS = ('sim', 'person')
 # Both checkpoint kinds (SARM2 and compact VLA) are a directory with these two files.
 CHECKPOINT_FILES = ('config.json', 'model.safetensors')
@@ -81,9 +85,11 @@ class LoopConfig:
     finetune_steps: int = 400       # SARM2 fine-tuning on the labelled rollouts (0: none)
     demo_bags: str = ''             # demonstrations mixed into the fine-tuning ('': none)
     seed: int = 0
+    lrm_options: tuple[str, ...] = ()   # spiral_update's --lrm-* options (reward lrm)
 
     def __post_init__(self):
         from sarm2_common.catalogue import check_tasks
+        from sarm2_reward.lrm.options import check_lrm_arguments
 
         self.tasks = check_tasks(self.tasks)
         for name in ('rounds', 'episodes_per_round', 'max_steps', 'updates'):
@@ -97,6 +103,12 @@ class LoopConfig:
         for name, allowed in (('method', METHODS), ('reward', REWARDS), ('labels', LABELS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f'{name} must be one of {allowed}, got {getattr(self, name)!r}')
+        self.lrm_options = tuple(self.lrm_options)
+        if (self.reward == 'lrm') != bool(self.lrm_options):
+            raise ValueError('--lrm-* options go with --reward lrm, and --reward lrm needs them '
+                             f'(reward {self.reward!r}, options {list(self.lrm_options)})')
+        if self.lrm_options:
+            check_lrm_arguments(self.lrm_options)
         for name in ('reward_checkpoint', 'base_checkpoint'):
             path = Path(getattr(self, name))
             missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
@@ -113,6 +125,7 @@ class LoopConfig:
         """Plain JSON-able values (tasks as a list)."""
         values = asdict(self)
         values['tasks'] = list(self.tasks)
+        values['lrm_options'] = list(self.lrm_options)
         return values
 
 
@@ -138,14 +151,15 @@ def spiral_config_for(vla_checkpoint: Path, updates: int) -> dict:
 def run_spiral_update(bags: list[Path], out: Path, *, reward_checkpoint: Path,
                       base_checkpoint: Path, task: str, config_file: Path, updates: int,
                       seed: int, round_number: int, method: str = 'spiral',
-                      reward: str = 'sarm2', init: Path | None = None, env=None) -> dict:
+                      reward: str = 'sarm2', init: Path | None = None, env=None,
+                      lrm_options: tuple[str, ...] = ()) -> dict:
     """Run the ``spiral_update`` CLI for one task; return its round report."""
     args = [str(console_script('spiral_policy', 'spiral_update')), *map(str, bags),
             '--out', str(out), '--reward-checkpoint', str(reward_checkpoint),
             '--reward', reward, '--method', method, '--config', str(config_file),
             '--base-checkpoint', str(base_checkpoint), '--task', task,
             '--updates', str(updates), '--seed', str(seed), '--round', str(round_number),
-            '--threads', '1']
+            '--threads', '1', *lrm_options]
     if init is not None:
         args += ['--init', str(init)]
     print(f'  spiral_update for {task} (round {round_number})', flush=True)
@@ -402,17 +416,15 @@ def update_step(round_number: int):
         residuals, per_task = {}, {}
         for task in config.tasks:
             outcomes = outcomes_so_far(ctx, round_number, task)
-            if len(set(outcomes)) < 2:
-                kind = 'succeeded' if outcomes and outcomes[0] else 'failed'
-                reason = (f'all {len(outcomes)} rollouts so far {kind}: their outcomes do not '
-                          'say what to change, so the residual stays as it was')
-                print(f'  {task}: {reason}', flush=True)
+            note = single_outcome_note(outcomes)
+            if note:
+                print(f'  {task}: {note}', flush=True)
+            if outcomes and all(outcomes):
                 kept = previous[task]
                 residuals[task] = str(kept.relative_to(ctx.run_dir)) if kept else None
-                per_task[task] = {'episodes': len(outcomes), 'skipped': 0, 'unchanged': reason,
-                                  'input_success_rate': float(bool(outcomes and outcomes[0])),
-                                  'reward_model_ids': [], 'train_seconds': 0.0,
-                                  'relabelled_auroc': None}
+                per_task[task] = {'episodes': len(outcomes), 'skipped': 0, 'note': note,
+                                  'input_success_rate': 1.0, 'reward_model_ids': [],
+                                  'train_seconds': 0.0, 'relabelled_auroc': None}
                 continue
             residual = out / f'residual-{task}'
             report = run_spiral_update(
@@ -420,7 +432,8 @@ def update_step(round_number: int):
                 base_checkpoint=Path(config.base_checkpoint), task=task,
                 config_file=config_file, updates=config.updates,
                 seed=config.seed + round_number, round_number=round_number,
-                method=config.method, reward=config.reward, init=previous[task], env=ctx.env)
+                method=config.method, reward=config.reward, init=previous[task], env=ctx.env,
+                lrm_options=config.lrm_options)
             residuals[task] = f'{update_name(round_number)}/{residual.name}'
             # Episodes of the other tasks are skipped by design; only real problems count.
             problems = [s for s in report['skipped']
@@ -434,12 +447,24 @@ def update_step(round_number: int):
                 'reward_model_ids': report['reward_model_ids'],
                 'train_seconds': report.get('training', {}).get('train_seconds'),
                 'relabelled_auroc': return_auroc([e['dense_return'] for e in fresh],
-                                                 [e['success'] for e in fresh])}
+                                                 [e['success'] for e in fresh]),
+                'note': note}
         # Residual paths relative to the run directory (a kept one lives in an earlier step).
         return {'round': round_number, 'residuals': residuals, 'per_task': per_task,
                 'reward_checkpoint': str(reward)}
 
     return run
+
+
+def single_outcome_note(outcomes: list[bool]) -> str:
+    """Say what an update can learn when every rollout so far had the same outcome ('' if not)."""
+    if not outcomes or len(set(outcomes)) > 1:
+        return ''
+    if outcomes[0]:
+        return (f'all {len(outcomes)} rollouts so far succeeded: nothing to improve on, so the '
+                'residual stays as it was')
+    return (f'all {len(outcomes)} rollouts so far failed: the critic sees no success to aim for, '
+            'only the dense reward; expect little change')
 
 
 def return_auroc(returns: list[float], outcomes: list[bool]) -> float | None:
@@ -506,7 +531,7 @@ def rounds_table(rounds: list[dict], tasks) -> list[list[str]]:
             inprocess = entry['inprocess_per_task'].get(task)
             note = entry['guard'].get(task) or ''
             unchanged = ((entry['update'] or {}).get('per_task', {}).get(task, {})
-                         .get('unchanged'))
+                         .get('note'))
             rows.append([str(entry['round']), task, rate_cell(entry['per_task'][task]),
                          rate_cell(inprocess) if inprocess else '-',
                          _auroc(entry['live_auroc'][task]),
@@ -678,8 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='start a new run instead of resuming the newest unfinished one')
     parser.add_argument('--run', type=Path, help='continue (or create) this run directory')
     parser.add_argument('--runs-dir', type=Path, default=RUNS, help='where loop runs are kept')
+    add_lrm_arguments(parser)
     for f in fields(LoopConfig):
-        if f.name in ('reward_checkpoint', 'base_checkpoint', 'demo_bags'):
+        if f.name in ('reward_checkpoint', 'base_checkpoint', 'demo_bags', 'lrm_options'):
             continue
         flag = '--' + f.name.replace('_', '-')
         if f.name == 'tasks':
@@ -709,6 +735,8 @@ def config_from_args(args) -> LoopConfig:
     demos = args.demo_run / 'demos' / 'bags'
     if values.get('demo_bags') is None and demos.is_dir():
         values['demo_bags'] = demos
+    if lrm_requested(args):
+        values['lrm_options'] = tuple(lrm_arguments(args))
     return LoopConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()})
 
 

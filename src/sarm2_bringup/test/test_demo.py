@@ -161,12 +161,12 @@ def test_report_holds_tables_plots_and_html(tmp_path, config):
                'time_linear': {'value_mse_macro': 0.0456, 'voc': 0.99, 'primitive_acc': None,
                                'auroc': 0.6, 'pairwise_acc': 0.6, 'train_seconds': 0.0}}
     tasks = config.tasks
-    update = {'per_task': {tasks[0]: {'unchanged': 'all 10 rollouts so far failed'}}}
+    update = {'per_task': {tasks[0]: {'note': 'all 10 rollouts so far failed'}}}
     rounds = [{'round': r, 'policy': 'base' if r == 0 else f'base + residual round {r}',
                'per_task': {t: dict(rate(3 + 4 * r, 10), reward_messages=900) for t in tasks},
                'inprocess_per_task': {t: rate(10 + r, 24) for t in tasks},
-               'live_auroc': {t: 0.25 for t in tasks},
-               'relabelled_auroc': {t: 0.875 if r == 0 else None for t in tasks},
+               'live_auroc': dict.fromkeys(tasks, 0.25),
+               'relabelled_auroc': dict.fromkeys(tasks, 0.875 if r == 0 else None),
                'guard': {}, 'update': update if r else None} for r in (0, 1)]
     results = {
         'demos': {'episodes': 40},

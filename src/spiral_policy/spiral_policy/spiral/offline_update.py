@@ -313,6 +313,8 @@ def main(argv=None) -> int:
         print(f'spiral_update: {error}', file=sys.stderr)
         return 2
     report.update({'round': args.round, 'method': args.method, 'reward': args.reward,
+                   'reward_checkpoint': (str(args.reward_checkpoint.resolve())
+                                         if args.reward == 'sarm2' else None),
                    'bags': [str(p) for p in args.bags],
                    'init': str(args.init) if args.init else None})
     metadata = {'round': args.round, 'method': args.method, 'reward': args.reward,
