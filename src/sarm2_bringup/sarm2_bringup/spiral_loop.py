@@ -362,7 +362,7 @@ def labels_step(ctx: RunContext, out: Path) -> dict:
             raise RunError(f'label_rollouts_from_sim exited with {completed.returncode}: '
                            f'{" ".join(command)}')
     checks = {str(bag): check_label(bag) for bag in bags}
-    missing = sorted(b for b, c in checks.items() if c.status != 'ok')
+    missing = sorted(b for b, c in checks.items() if c.status != 'labelled')
     if missing:
         raise RunError(f'{len(missing)} of {len(bags)} round-0 rollouts have no valid label '
                        f'(e.g. {missing[0]}: {checks[missing[0]].problem or "unlabelled"}). '
