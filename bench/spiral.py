@@ -586,9 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--episodes', type=int, default=15,
                         help='evaluation episodes per seed, task and round')
-    parser.add_argument('--explore-episodes', type=int, default=0,
+    parser.add_argument('--explore-episodes', type=int, default=15,
                         help='round-0 episodes with a random action offset per chunk, per task')
-    parser.add_argument('--updates', type=int, default=250, help='gradient steps per round')
+    parser.add_argument('--updates', type=int, default=1000, help='gradient steps per round')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     parser.add_argument('--flywheel-reward', choices=FLYWHEEL_REWARDS,
                         help="finetuned (VLA default): SARM2 fine-tuned on round 0's labelled "

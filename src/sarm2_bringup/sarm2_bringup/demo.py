@@ -62,7 +62,7 @@ class DemoConfig:
     finetune_steps: int = 400
     max_steps: int = 150
     control_rate: float = 20.0
-    spiral_updates: int = 500
+    spiral_updates: int = 1000
     eval_episodes: int = 50         # base and final base + residual in-process, per task
     seed: int = 0
 
@@ -94,7 +94,7 @@ class DemoConfig:
 FULL = {'tasks': ('button-press-topdown-v3', 'drawer-open-v3', 'window-close-v3'),
         'demos_per_task': 30, 'reward_steps': 2000, 'v1_steps': 500, 'single_head': True,
         'vla_steps': 2000, 'rollouts_per_task': 15, 'inprocess_per_task': 40, 'rounds': 3,
-        'spiral_updates': 1000, 'eval_episodes': 100}
+        'spiral_updates': 2000, 'eval_episodes': 100}
 
 
 # --------------------------------------------------------------------------------------------

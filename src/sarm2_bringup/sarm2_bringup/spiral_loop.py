@@ -78,7 +78,7 @@ class LoopConfig:
     inprocess_per_round: int = 0    # per task, on the in-process simulated arm (bags too)
     max_steps: int = 150
     control_rate: float = 20.0
-    updates: int = 500              # gradient steps per round and task
+    updates: int = 1000             # gradient steps per round and task
     method: str = 'spiral'
     reward: str = 'sarm2'
     labels: str = 'sim'             # who labels the round-0 rollouts: the simulator or a person
