@@ -58,6 +58,7 @@ class DemoConfig:
     vla_batch_size: int = 32
     rollouts_per_task: int = 8      # node episodes per task and round
     inprocess_per_task: int = 24    # in-process episodes per task and round (bags too)
+    explore_per_task: int = 16      # round 0: in-process base episodes with exploration noise
     rounds: int = 2
     finetune_steps: int = 400
     max_steps: int = 150
@@ -75,7 +76,7 @@ class DemoConfig:
                      'eval_episodes'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
-        for name in ('inprocess_per_task', 'finetune_steps'):
+        for name in ('inprocess_per_task', 'explore_per_task', 'finetune_steps'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.demos_per_task < 4:
@@ -213,7 +214,8 @@ def loop_config(ctx: RunContext):
         reward_checkpoint=str(ctx.step_dir('reward') / ctx.results['reward']['checkpoint']),
         base_checkpoint=str(ctx.step_dir('vla') / ctx.results['vla']['checkpoint']),
         tasks=config.tasks, rounds=config.rounds, episodes_per_round=config.rollouts_per_task,
-        inprocess_per_round=config.inprocess_per_task, max_steps=config.max_steps,
+        inprocess_per_round=config.inprocess_per_task,
+        explore_per_task=config.explore_per_task, max_steps=config.max_steps,
         control_rate=config.control_rate, updates=config.spiral_updates,
         finetune_steps=config.finetune_steps,
         demo_bags=str(ctx.step_dir('demos') / 'bags'), seed=config.seed)
@@ -414,8 +416,10 @@ def write_report(out: Path, results: dict, config: DemoConfig, timings: dict,
         't/(T-1).',
         f'Round 0: {config.rollouts_per_task} episodes per task through sim_node + '
         f'reward_node + policy_node (RunEpisode goals, one rosbag2 bag each) and '
-        f'{config.inprocess_per_task} in-process (bags in the same layout); '
-        f'{loop["labels"]["labels"]} of them labelled by {", ".join(loop["labels"]["labeller"])}.',
+        f'{config.inprocess_per_task} in-process (bags in the same layout), plus '
+        f'{config.explore_per_task} in-process with a random action offset per chunk '
+        f'(exploration); {loop["labels"]["labels"]} of them labelled by '
+        f'{", ".join(loop["labels"]["labeller"])}.',
         (f'SARM2 fine-tuned on {finetune["rollouts"]} labelled rollouts and '
          f'{finetune["demonstrations"]} demonstrations: {finetune["init_model_id"]} -> '
          f'{finetune["model_id"]}, which relabels every bag and runs in the reward node from '

@@ -3,7 +3,9 @@
 Round 0 runs the base VLA: sim_node + reward_node + policy_node, RunEpisode goals with
 record=true, one rosbag2 bag per episode scored live by SARM2 (plus, with
 ``--inprocess-per-round``, rollouts of the same policy on the in-process simulated arm, recorded
-as bags in the same layout: cheap extra data). Then
+as bags in the same layout: cheap extra data; and with ``--explore-per-task``, in-process
+rollouts of the base with a random action offset per chunk, so the critic sees what other
+actions do). Then
 
   labels    every round-0 bag gets a rollout label beside it: from the simulator's truth
             (``--labels sim``, ``label_rollouts_from_sim``), or written by a person with the
@@ -53,11 +55,11 @@ from .sim_graph import (console_script, node_summary, open_run, resume_episode_l
 # Under the working directory, like make demo's runs.
 RUNS = Path('runs') / 'loops'
 DEMO_RUN = Path('runs') / 'latest'
-# Initial-state seeds of round r's rollouts start at LOOP_SEED + 1000 r: fresh in every round
-# and apart from the demo's demonstration, rollout and evaluation seeds; in-process rollouts
-# add INPROCESS_SEED.
+# Initial-state seeds of round r's rollouts of task k start at LOOP_SEED + 10000 r + 1000 k
+# (+ an offset per kind of rollout): fresh in every round and apart from the demo's
+# demonstration and evaluation seeds.
 LOOP_SEED = 30_000
-INPROCESS_SEED = 500
+SEED_OFFSETS = {'nodes': 0, 'inprocess': 300, 'explore': 600}
 METHODS = ('spiral', 'rabc')
 REWARDS = ('sarm2', 'lrm', 'time_linear', 'sparse')
 LABELS = ('sim', 'person')
@@ -76,6 +78,8 @@ class LoopConfig:
     rounds: int = 3
     episodes_per_round: int = 10    # per task, through the nodes
     inprocess_per_round: int = 0    # per task, on the in-process simulated arm (bags too)
+    explore_per_task: int = 0       # round 0: in-process base rollouts with exploration noise
+    explore_noise: float = 0.3      # std of their per-chunk action offset
     max_steps: int = 150
     control_rate: float = 20.0
     updates: int = 1000             # gradient steps per round and task
@@ -95,7 +99,11 @@ class LoopConfig:
         for name in ('rounds', 'episodes_per_round', 'max_steps', 'updates'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
-        for name in ('inprocess_per_round', 'finetune_steps'):
+        if max(self.episodes_per_round, self.inprocess_per_round, self.explore_per_task) > 300:
+            raise ValueError('at most 300 episodes per task, round and kind (their initial '
+                             'states would overlap)')
+        for name in ('inprocess_per_round', 'explore_per_task', 'finetune_steps',
+                     'explore_noise'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.control_rate <= 0:
@@ -213,37 +221,52 @@ def deployed_residuals(ctx: RunContext, round_number: int) -> dict[str, Path | N
     return {task: (ctx.run_dir / path if path else None) for task, path in kept.items()}
 
 
-def round_seeds(config: LoopConfig, round_number: int, task: str, inprocess: bool) -> list[int]:
-    """Fresh initial states of round r's episodes of ``task``."""
-    start = (LOOP_SEED + 1000 * round_number + 100 * config.tasks.index(task)
-             + (INPROCESS_SEED if inprocess else 0))
-    count = config.inprocess_per_round if inprocess else config.episodes_per_round
+def round_seeds(config: LoopConfig, round_number: int, task: str, kind: str) -> list[int]:
+    """Fresh initial states of round r's ``kind`` episodes of ``task`` (see SEED_OFFSETS)."""
+    start = (LOOP_SEED + 10_000 * round_number + 1000 * config.tasks.index(task)
+             + SEED_OFFSETS[kind])
+    count = {'nodes': config.episodes_per_round, 'inprocess': config.inprocess_per_round,
+             'explore': config.explore_per_task}[kind]
     return list(range(start, start + count))
 
 
-def load_policy(config: LoopConfig, residual: Path | None):
-    """Load the base VLA, plus a residual when given (what the policy node would run)."""
+def load_policy(config: LoopConfig, residual: Path | None, explore: bool = False):
+    """Load the base VLA, plus a residual when given (what the policy node would run).
+
+    ``explore``: the base with a random action offset per chunk (round 0's exploration).
+    """
     from spiral_policy.compact_vla import CompactVlaPolicy
+    from spiral_policy.spiral.config import SpiralConfig
+    from spiral_policy.spiral.residual import ResidualActor
     from spiral_policy.spiral.residual_policy import ResidualPolicy
 
     base = CompactVlaPolicy.from_checkpoint(config.base_checkpoint)
+    if explore:
+        untrained = ResidualActor(SpiralConfig(**spiral_config_for(
+            Path(config.base_checkpoint), config.updates)))
+        return ResidualPolicy(base, untrained, exploration_noise=config.explore_noise,
+                              seed=config.seed)
     return base if residual is None else ResidualPolicy.from_checkpoint(residual, base,
                                                                          seed=config.seed)
 
 
 def run_inprocess(ctx: RunContext, round_number: int, task: str, residual: Path | None,
-                  out: Path) -> list[dict]:
-    """Round r's in-process rollouts of ``task`` (recorded as bags, live SARM2 rewards)."""
+                  out: Path, kind: str = 'inprocess') -> list[dict]:
+    """Round r's in-process rollouts of ``task`` (recorded as bags, live SARM2 rewards).
+
+    ``kind`` 'explore': the base with exploration noise instead (round 0).
+    """
     from sarm2_reward.backend import Sarm2Backend
     from spiral_policy.rollout_bags import record_sim_rollouts
 
     config = ctx.config
     image_size, cameras = vla_image_size(config)
     backend = Sarm2Backend.from_checkpoint(round_reward_checkpoint(ctx, round_number))
+    directory = out / INPROCESS_BAGS / (task if kind == 'inprocess' else f'{task}-{kind}')
     results = record_sim_rollouts(
-        load_policy(config, residual), task, round_seeds(config, round_number, task, True),
-        out / INPROCESS_BAGS / task, max_steps=config.max_steps, cameras=cameras,
-        image_size=image_size, reward_backend=backend)
+        load_policy(config, residual, explore=kind == 'explore'), task,
+        round_seeds(config, round_number, task, kind), directory, max_steps=config.max_steps,
+        cameras=cameras, image_size=image_size, reward_backend=backend)
     return [inprocess_record(r) for r in results]
 
 
@@ -291,9 +314,11 @@ def rollouts_step(round_number: int):
             candidates = {task: ctx.run_dir / path if path else None
                           for task, path in update['residuals'].items()}
             previous = deployed_residuals(ctx, round_number - 1)
-        deployed, guard, inprocess, reference = {}, {}, {}, {}
+        deployed, guard, inprocess, reference, explore = {}, {}, {}, {}, {}
         for task in config.tasks:
             residual = candidates[task]
+            if round_number == 0 and config.explore_per_task:
+                explore[task] = run_inprocess(ctx, 0, task, None, out, kind='explore')
             if config.inprocess_per_round:
                 inprocess[task] = run_inprocess(ctx, round_number, task, residual, out)
                 reference[task] = success_row(inprocess[task])
@@ -311,7 +336,7 @@ def rollouts_step(round_number: int):
         groups = [config.tasks] if round_number == 0 else [(t,) for t in config.tasks]
         for group in groups:
             todo = [(task, seed) for task in group
-                    for seed in round_seeds(config, round_number, task, False)
+                    for seed in round_seeds(config, round_number, task, 'nodes')
                     if (task, seed) not in seen]
             if not todo:
                 continue
@@ -327,6 +352,7 @@ def rollouts_step(round_number: int):
         records = read_jsonl(episodes_file)
         return {'round': round_number, 'per_task': node_summary(records, config.tasks),
                 'episodes': records, 'bags': NODE_BAGS, 'inprocess': inprocess,
+                'explore': explore,
                 'inprocess_per_task': {t: success_row(rows) for t, rows in inprocess.items()},
                 'deployed_inprocess': reference,
                 'deployed': {t: str(p.relative_to(ctx.run_dir)) if p else None
@@ -340,9 +366,10 @@ def rollouts_step(round_number: int):
 
 
 def round_records(ctx: RunContext, round_number: int) -> list[dict]:
-    """Every episode record of round r: node episodes and in-process ones."""
+    """Every episode record of round r: node episodes, in-process and exploration ones."""
     result = ctx.results[rollouts_name(round_number)]
-    return result['episodes'] + [r for rows in result['inprocess'].values() for r in rows]
+    return result['episodes'] + [r for kind in ('inprocess', 'explore')
+                                 for rows in result.get(kind, {}).values() for r in rows]
 
 
 def labels_step(ctx: RunContext, out: Path) -> dict:
