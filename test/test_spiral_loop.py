@@ -1,8 +1,10 @@
-"""`spiral_loop` end to end: rollouts through the three node processes, an update, redeploy.
+"""`spiral_loop` end to end: rollouts through the three node processes, the flywheel, redeploy.
 
-A tiny run (one task, one round, two episodes per round) of the real CLI: sim_node,
-reward_node and policy_node over DDS, rosbag2 bags, the ``spiral_update`` CLI relabelling them,
-the residual deployed through the policy node's ``residual_checkpoint``, the report. A second
+A tiny run (one task, one round, two node and two in-process episodes per round) of the real
+CLI: sim_node, reward_node and policy_node over DDS, rosbag2 bags, labels from the simulator's
+truth beside every round-0 bag, SARM2 fine-tuned on them (its checkpoint names the rollouts it
+learned from), the ``spiral_update`` CLI relabelling every bag with the fine-tuned model, the
+residual deployed through the policy node's ``residual_checkpoint``, the report. A second
 invocation resumes the finished run without redoing anything.
 """
 
@@ -29,16 +31,21 @@ def run_loop(args: list[str], timeout: float = 900) -> subprocess.CompletedProce
 
 
 def test_loop_runs_a_round_through_the_nodes_and_resumes(checkpoints, tmp_path):
-    from sarm2_common.bag_dataset import read_episode
+    from sarm2_common.bag_dataset import find_bags, read_episode
+    from sarm2_common.rollout_labels import load_label
+    from sarm2_reward.checkpoint import read_config
+    from sarm2_reward.inference import Sarm2Predictor
 
     reward, policy = checkpoints
     run = tmp_path / 'run'
     args = ['--reward-checkpoint', str(reward), '--base-checkpoint', str(policy),
             '--tasks', TASK, '--rounds', '1', '--episodes-per-round', '2', '--max-steps', '16',
-            '--control-rate', '10', '--updates', '3', '--run', str(run)]
+            '--inprocess-per-round', '2', '--finetune-steps', '4', '--control-rate', '10',
+            '--updates', '3', '--run', str(run)]
     first = run_loop(args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    steps = ['round0-rollouts', 'round1-update', 'round1-rollouts', 'report']
+    steps = ['round0-rollouts', 'round0-labels', 'reward-finetune', 'round1-update',
+             'round1-rollouts', 'report']
     assert all((run / s / 'step.json').is_file() for s in steps)
     assert not list(run.glob('*.partial'))
 
@@ -51,12 +58,25 @@ def test_loop_runs_a_round_through_the_nodes_and_resumes(checkpoints, tmp_path):
     # fresh initial states every round
     assert not {e['seed'] for e in records[0]} & {e['seed'] for e in records[1]}
 
-    # the update relabelled round 0's bags with the given reward model
+    # every round-0 bag (node and in-process) has a label beside it, from the simulator
+    round0 = find_bags(run / 'round0-rollouts')
+    assert len(round0) == 4
+    assert all(load_label(bag).labeller_kind == 'simulator' for bag in round0)
+    # the fine-tuned reward checkpoint names the rollouts (and labels) it learned from
+    finetuned = run / 'reward-finetune' / 'checkpoint'
+    provenance = read_config(finetuned)['metadata']
+    assert sorted(r['bag'] for r in provenance['rollouts']) == sorted(map(str, round0))
+    assert all(r['label_sha256'] for r in provenance['rollouts'])
+    assert provenance['init_checkpoint']['path'] == str(reward.resolve())
+    finetuned_id = Sarm2Predictor.from_checkpoint(finetuned).model_id
+    assert finetuned_id != Sarm2Predictor.from_checkpoint(reward).model_id
+
+    # the update relabelled every round-0 bag with the fine-tuned reward model
     update = run / 'round1-update' / f'residual-{TASK}'
     report = json.loads((update / 'round_report.json').read_text())
-    assert len(report['episodes']) == 2 and report['reward_model_ids']
-    assert all(e['reward_model_id'] == report['reward_model_ids'][0]
-               for e in report['episodes'])
+    assert len(report['episodes']) == 4 and report['reward_model_ids'] == [finetuned_id]
+    assert all(e['reward_model_id'] == finetuned_id for e in report['episodes'])
+    assert report['reward_checkpoint'] == str(finetuned.resolve())
     assert (update / 'actor.safetensors').is_file() and (update / 'critic.safetensors').is_file()
 
     # round 1 ran base + residual: its bags say so
@@ -69,7 +89,10 @@ def test_loop_runs_a_round_through_the_nodes_and_resumes(checkpoints, tmp_path):
         assert '+spiral:' not in recorded.metadata['policy_id']
 
     summary = (run / 'report' / 'summary.txt').read_text()
-    assert 'base + residual round 1' in summary
+    assert 'live AUROC' in summary and finetuned_id in summary
+    # the tiny random VLA fails every episode: the round says what that means for the update
+    assert 'rollouts so far failed' in summary
+    assert (run / 'report' / 'live_progress.png').stat().st_size > 1000
     assert (run / 'report' / 'rounds.png').stat().st_size > 1000
     assert (run / 'rounds.png').is_file() and (run / 'report' / 'index.html').is_file()
 

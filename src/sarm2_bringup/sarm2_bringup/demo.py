@@ -7,13 +7,14 @@ place: a step works in ``<step>.partial/`` and renames it when done):
  2. reward    train SARM2 and the baselines (SARM v1 per task, time-linear) on the same split;
               metrics on held-out demonstrations
  3. vla       train the base compact VLA by behaviour cloning
- 4. rollouts  start sim_node + reward_node + policy_node, run RunEpisode goals with record=true
-              (live SARM2 rewards, one rosbag2 bag per episode); base success rate
- 5. spiral    one SPIRAL round (the ``spiral_update`` CLI) on the rollout bags, relabelled by
-              the SARM2 checkpoint -> residual checkpoint
- 6. evaluate  base vs base + residual on the same fresh initial states (in-process simulated
-              arm through the policy node's control core: the node has no residual parameter)
- 7. report    summary table, plots and index.html under ``runs/<run>/report/``
+ 4. loop      the flywheel through the real nodes (``spiral_loop``'s steps, in ``loop/``):
+              round-0 rollouts of the base VLA (sim_node + reward_node + policy_node, one
+              rosbag2 bag per episode, plus cheaper in-process rollouts recorded as bags),
+              labels from the simulator's truth, SARM2 fine-tuned on them, then ``rounds``
+              rounds of relabel -> SPIRAL update -> redeploy through the policy node
+ 5. evaluate  base vs the final base + residual on the same fresh initial states, in-process
+              (the simulated arm through the policy node's control core)
+ 6. report    summary table, plots and index.html under ``runs/<run>/report/``
 
 Running it again resumes the newest unfinished run with the same configuration: finished steps
 are skipped, an interrupted step is redone (demos and rollouts keep their finished episodes).
@@ -31,17 +32,15 @@ import sys
 import time
 
 from .report_tables import HTML_STYLE, html_table, rate_cell, text_table, verdict
-from .run_steps import (CONFIG_FILE, execute, is_done, read_jsonl, read_step, RunContext,
-                        RunError, Step)
-from .sim_graph import (node_summary, open_run, resume_episode_log, run_node_episodes,
-                        SimGraph, success_row)
+from .run_steps import (CONFIG_FILE, execute, is_done, read_step, RunContext, RunError, Step,
+                        write_json_atomic)
+from .sim_graph import open_run, success_row
 
 # Runs are kept under the working directory (the repository root for `make demo`).
 RUNS = Path('runs')
 CAMERA = 'corner'
 IMAGE_SIZE = 64
 # Initial-state seeds: demos, node rollouts and the evaluation never share one.
-ROLLOUT_SEED = 10_000
 EVAL_SEED = 20_000
 
 
@@ -57,12 +56,15 @@ class DemoConfig:
     heldout_fraction: float = 0.3
     vla_steps: int = 1000
     vla_batch_size: int = 32
-    rollouts_per_task: int = 15
+    rollouts_per_task: int = 8      # node episodes per task and round
+    inprocess_per_task: int = 24    # in-process episodes per task and round (bags too)
+    explore_per_task: int = 16      # round 0: in-process base episodes with exploration noise
+    rounds: int = 2
+    finetune_steps: int = 400
     max_steps: int = 150
     control_rate: float = 20.0
-    spiral_updates: int = 500
-    node_eval_episodes: int = 10    # base + residual through the nodes, per task
-    eval_episodes: int = 25         # base and base + residual in-process, per task
+    spiral_updates: int = 1000
+    eval_episodes: int = 50         # base and final base + residual in-process, per task
     seed: int = 0
 
     def __post_init__(self):
@@ -70,10 +72,13 @@ class DemoConfig:
 
         self.tasks = check_tasks(self.tasks)
         for name in ('demos_per_task', 'reward_steps', 'v1_steps', 'vla_steps', 'vla_batch_size',
-                     'rollouts_per_task', 'max_steps', 'spiral_updates', 'eval_episodes',
-                     'node_eval_episodes'):
+                     'rollouts_per_task', 'rounds', 'max_steps', 'spiral_updates',
+                     'eval_episodes'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+        for name in ('inprocess_per_task', 'explore_per_task', 'finetune_steps'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.demos_per_task < 4:
             raise ValueError('demos_per_task must be >= 4 (training and held-out episodes)')
         if not 0.0 < self.heldout_fraction < 1.0:
@@ -89,8 +94,8 @@ class DemoConfig:
 
 FULL = {'tasks': ('button-press-topdown-v3', 'drawer-open-v3', 'window-close-v3'),
         'demos_per_task': 30, 'reward_steps': 2000, 'v1_steps': 500, 'single_head': True,
-        'vla_steps': 2000, 'rollouts_per_task': 30, 'spiral_updates': 1500,
-        'node_eval_episodes': 30, 'eval_episodes': 50}
+        'vla_steps': 2000, 'rollouts_per_task': 15, 'inprocess_per_task': 40, 'rounds': 3,
+        'spiral_updates': 2000, 'eval_episodes': 100}
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,66 +205,51 @@ def step_vla(ctx: RunContext, out: Path) -> dict:
             'final_l1': summary['final_l1'], 'train_seconds': round(summary['seconds'], 1)}
 
 
-def step_rollouts(ctx: RunContext, out: Path) -> dict:
+def loop_config(ctx: RunContext):
+    """Return the flywheel's ``LoopConfig``: this run's checkpoints, demonstrations, sizes."""
+    from .spiral_loop import LoopConfig
+
     config = ctx.config
-    bags, logs, episodes_file, done = resume_episode_log(out)
-    todo = [(task, ROLLOUT_SEED + 100 * t + i) for t, task in enumerate(config.tasks)
-            for i in range(config.rollouts_per_task)]
-    seen = {(r['task'], r['seed']) for r in done}
-    todo = [item for item in todo if item not in seen]
-    if todo:
-        run_node_episodes(sim_graph(ctx), todo, bags, logs, episodes_file, 'rollouts')
-    records = read_jsonl(episodes_file)
-    print(f'  {len(records)} rollouts recorded', flush=True)
-    return {'per_task': node_summary(records, config.tasks), 'episodes': records,
-            'bags': 'bags'}
+    return LoopConfig(
+        reward_checkpoint=str(ctx.step_dir('reward') / ctx.results['reward']['checkpoint']),
+        base_checkpoint=str(ctx.step_dir('vla') / ctx.results['vla']['checkpoint']),
+        tasks=config.tasks, rounds=config.rounds, episodes_per_round=config.rollouts_per_task,
+        inprocess_per_round=config.inprocess_per_task,
+        explore_per_task=config.explore_per_task, max_steps=config.max_steps,
+        control_rate=config.control_rate, updates=config.spiral_updates,
+        finetune_steps=config.finetune_steps,
+        demo_bags=str(ctx.step_dir('demos') / 'bags'), seed=config.seed)
 
 
-def sim_graph(ctx: RunContext, policy_params: dict | None = None) -> SimGraph:
-    """Describe the three nodes with this run's reward model and base VLA."""
-    config = ctx.config
-    return SimGraph(
-        reward_checkpoint=ctx.step_dir('reward') / ctx.results['reward']['checkpoint'],
-        vla_checkpoint=ctx.step_dir('vla') / ctx.results['vla']['checkpoint'],
-        task=config.tasks[0], image_size=IMAGE_SIZE, max_steps=config.max_steps,
-        control_rate=config.control_rate, seed=config.seed, env=ctx.env,
-        policy_params=policy_params or {})
+def step_loop(ctx: RunContext, out: Path) -> dict:
+    """Run ``spiral_loop``'s steps inside ``out`` (resumable: its steps keep their outputs)."""
+    from .run_steps import run_steps
+    from .spiral_loop import loop_steps, rollouts_name
+
+    config = loop_config(ctx)
+    write_json_atomic(out / CONFIG_FILE, config.to_dict())
+    inner = RunContext(out, config, env=ctx.env)
+    records = run_steps(inner, loop_steps(config),
+                        log=lambda message: print(f'  loop {message}', flush=True))
+    rounds = json.loads((out / 'report' / 'rounds.json').read_text())
+    node_episodes = [e for entry in rounds
+                     for e in inner.results[rollouts_name(entry['round'])]['episodes']]
+    return {'rounds': rounds, 'report': 'report/index.html', 'node_episodes': node_episodes,
+            'deployed': final_residuals(out, rounds, config.tasks),
+            'finetune': records.get('reward-finetune', {}).get('result'),
+            'labels': records['round0-labels']['result']}
 
 
-def step_spiral(ctx: RunContext, out: Path) -> dict:
-    from .spiral_loop import run_spiral_update, spiral_config_for
+def final_residuals(loop_dir: Path, rounds: list[dict], tasks) -> dict:
+    """Per task, the residual the loop deployed last (relative to the loop directory)."""
+    from .spiral_loop import rollouts_name
 
-    vla_checkpoint = ctx.step_dir('vla') / ctx.results['vla']['checkpoint']
-    config_path = out / 'spiral_config.json'
-    config_path.write_text(json.dumps(spiral_config_for(vla_checkpoint,
-                                                        ctx.config.spiral_updates), indent=1))
-    residuals, used, skipped, model_ids, seconds = {}, 0, 0, set(), 0.0
-    returns = {True: [], False: []}
-    # One residual per task, as in bench/spiral.py: each round trains on that task's bags only
-    # (spiral_update skips and reports the other task's episodes).
-    for task in ctx.config.tasks:
-        residual = out / f'residual-{task}'
-        report = run_spiral_update(
-            [ctx.step_dir('rollouts') / 'bags'], residual,
-            reward_checkpoint=ctx.step_dir('reward') / ctx.results['reward']['checkpoint'],
-            base_checkpoint=vla_checkpoint, task=task, config_file=config_path,
-            updates=ctx.config.spiral_updates, seed=ctx.config.seed, round_number=1,
-            env=ctx.env)
-        for episode in report['episodes']:
-            returns[bool(episode['success'])].append(episode['dense_return'])
-        residuals[task] = residual.name
-        used += len(report['episodes'])
-        skipped += sum(not s['reason'].startswith('episode is from task')
-                       for s in report['skipped'])
-        model_ids.update(report['reward_model_ids'])
-        seconds += report.get('training', {}).get('train_seconds', 0.0)
-    return {'residuals': residuals, 'episodes_used': used, 'skipped': skipped,
-            'reward_model_ids': sorted(model_ids),
-            'dense_return_success': returns[True], 'dense_return_failure': returns[False],
-            'train_seconds': round(seconds, 1)}
+    rollouts = read_step(loop_dir, rollouts_name(rounds[-1]['round']))['result']
+    return {task: rollouts['deployed'].get(task) for task in tasks}
 
 
 def step_evaluate(ctx: RunContext, out: Path) -> dict:
+    """Compare base and final base + residual on the same fresh initial states, in-process."""
     import torch
     from tqdm import tqdm
 
@@ -269,29 +259,16 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict:
     from spiral_policy.spiral.residual_policy import ResidualPolicy
 
     config = ctx.config
-    residuals = {task: ctx.step_dir('spiral') / name
-                 for task, name in ctx.results['spiral']['residuals'].items()}
-    # 1. base + residual through the nodes (policy_node residual_checkpoint), one node set per
-    # task since each task has its own residual; finished episodes survive an interruption.
-    bags, logs, episodes_file, done = resume_episode_log(out)
-    seen = {(r['task'], r['seed']) for r in done}
-    for t, task in enumerate(config.tasks):
-        todo = [(task, EVAL_SEED + 100 * t + i) for i in range(config.node_eval_episodes)]
-        todo = [item for item in todo if item not in seen]
-        if todo:
-            graph = sim_graph(ctx, {'residual_checkpoint': residuals[task]})
-            run_node_episodes(graph, todo, bags, logs, episodes_file, f'base+residual {task}')
-    records = read_jsonl(episodes_file)
-    nodes = node_summary(records, config.tasks)
-    # 2. base vs base + residual on the same initial states, in-process (the simulated arm's
-    # ROS-free core through the policy node's control core): cheap, so more episodes.
+    loop = ctx.step_dir('loop')
     torch.set_num_threads(1)
     base = CompactVlaPolicy.from_checkpoint(ctx.step_dir('vla') / ctx.results['vla']['checkpoint'])
     results, policy_ids = {}, {}
     for t, task in enumerate(config.tasks):
-        improved = ResidualPolicy.from_checkpoint(residuals[task], base, seed=config.seed)
+        residual = ctx.results['loop']['deployed'][task]
+        improved = (ResidualPolicy.from_checkpoint(loop / residual, base, seed=config.seed)
+                    if residual else base)
         policy_ids[task] = improved.policy_id
-        results[task] = {'improved_nodes': nodes[task]}
+        results[task] = {}
         arm = SimArm(SimArmConfig(task=task, cameras=(CAMERA,), image_size=IMAGE_SIZE,
                                   seed=config.seed, max_steps=config.max_steps))
         try:
@@ -306,8 +283,7 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict:
                     mean_steps=sum(o.steps for o in outcomes) / len(outcomes))
         finally:
             arm.close()
-    return {'per_task': results, 'policy_ids': policy_ids, 'episodes': records,
-            'bags': 'bags',
+    return {'per_task': results, 'policy_ids': policy_ids,
             'method': 'the ROS-free simulated arm driven through the policy '
                       "node's control core (ControlCore + SafetyFilter), same initial states "
                       'for base and base + residual'}
@@ -326,30 +302,41 @@ def step_report(ctx: RunContext, out: Path) -> dict:
 # Report
 
 
-def _mean(values) -> str:
-    return f'{sum(values) / len(values):.2f}' if values else 'n/a'
-
-
 def _fmt(value, digits: int = 4) -> str:
     return 'n/a' if value is None else f'{value:.{digits}f}'
 
 
-def summary_tables(results: dict) -> tuple[list[list[str]], list[list[str]]]:
-    """Rows (header first) of the reward-model table and of the success-rate table."""
+def summary_tables(results: dict) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """Rows (header first) of the reward-model, success-rate and reward-ranking tables."""
     reward = [['model', 'value MSE', 'VOC', 'primitive acc', 'success AUROC', 'pairwise acc',
                'train s']]
     for name, row in results['reward']['metrics'].items():
         reward.append([name, _fmt(row['value_mse_macro']), _fmt(row['voc'], 3),
                        _fmt(row['primitive_acc'], 3), _fmt(row['auroc'], 3),
                        _fmt(row['pairwise_acc'], 3), f'{row["train_seconds"]:.0f}'])
-    success = [['task', 'base, nodes', 'base+residual, nodes', 'base, in-process',
-                'base+residual, in-process', 'in-process verdict']]
-    for task, nodes in results['rollouts']['per_task'].items():
-        evaluated = results['evaluate']['per_task'][task]
-        success.append([task, rate_cell(nodes), rate_cell(evaluated['improved_nodes']),
+    rounds = results['loop']['rounds']
+    success = [['task', 'base, nodes', f'round {rounds[-1]["round"]}, nodes',
+                'base, in-process', 'final, in-process', 'in-process verdict']]
+    for task, evaluated in results['evaluate']['per_task'].items():
+        success.append([task, rate_cell(rounds[0]['per_task'][task]),
+                        rate_cell(rounds[-1]['per_task'][task]),
                         rate_cell(evaluated['base']), rate_cell(evaluated['improved']),
                         verdict(evaluated['base'], evaluated['improved'])])
-    return reward, success
+    ranking = [['round', 'task', 'success (nodes + in-process)', 'live AUROC',
+                'relabelled AUROC', 'note']]
+    for entry in rounds:
+        for task in results['evaluate']['per_task']:
+            pooled = [entry['per_task'][task]] + ([entry['inprocess_per_task'][task]]
+                                                  if task in entry['inprocess_per_task'] else [])
+            successes = sum(r['successes'] for r in pooled)
+            episodes = sum(r['episodes'] for r in pooled)
+            unchanged = ((entry.get('update') or {}).get('per_task', {}).get(task, {})
+                         .get('note'))
+            ranking.append([str(entry['round']), task, f'{successes}/{episodes}',
+                            _fmt(entry['live_auroc'][task], 2),
+                            _fmt(entry['relabelled_auroc'][task], 2),
+                            '; '.join(n for n in (unchanged, entry['guard'].get(task)) if n)])
+    return reward, success, ranking
 
 
 def plot_report(out: Path, results: dict) -> list[str]:
@@ -358,14 +345,17 @@ def plot_report(out: Path, results: dict) -> list[str]:
     matplotlib.use('Agg')
     from matplotlib import pyplot
 
+    from .spiral_loop import plot_live_progress, plot_rounds
+
     names = []
-    tasks = list(results['rollouts']['per_task'])
-    figure, axis = pyplot.subplots(figsize=(2.8 + 2.2 * len(tasks), 3.6))
+    rounds = results['loop']['rounds']
     evaluated = results['evaluate']['per_task']
-    series = [('base, nodes', lambda t: results['rollouts']['per_task'][t]),
-              ('base + residual, nodes', lambda t: evaluated[t]['improved_nodes']),
+    tasks = list(evaluated)
+    figure, axis = pyplot.subplots(figsize=(2.8 + 2.2 * len(tasks), 3.6))
+    series = [('base, nodes', lambda t: rounds[0]['per_task'][t]),
+              (f'round {rounds[-1]["round"]}, nodes', lambda t: rounds[-1]['per_task'][t]),
               ('base, in-process', lambda t: evaluated[t]['base']),
-              ('base + residual, in-process', lambda t: evaluated[t]['improved'])]
+              ('final, in-process', lambda t: evaluated[t]['improved'])]
     width = 0.8 / len(series)
     for i, (label, get) in enumerate(series):
         rows = [get(t) for t in tasks]
@@ -383,6 +373,9 @@ def plot_report(out: Path, results: dict) -> list[str]:
     pyplot.close(figure)
     names.append('success.png')
 
+    plot_rounds(out / 'rounds.png', rounds, tasks)
+    names.append('rounds.png')
+
     metrics = results['reward']['metrics']
     figure, axes = pyplot.subplots(1, 3, figsize=(10, 3.2))
     for axis, (key, title) in zip(axes, (('value_mse_macro', 'value MSE (lower is better)'),
@@ -396,19 +389,7 @@ def plot_report(out: Path, results: dict) -> list[str]:
     pyplot.close(figure)
     names.append('reward_metrics.png')
 
-    figure, axis = pyplot.subplots(figsize=(6, 3.4))
-    for record in results['rollouts']['episodes']:
-        trace = record.get('progress_trace') or []
-        if trace:
-            axis.plot([i / max(1, len(trace) - 1) for i in range(len(trace))], trace,
-                      color='tab:green' if record['success'] else 'tab:red', alpha=0.5, lw=1)
-    axis.set_xlabel('episode time (normalised)')
-    axis.set_ylabel('live SARM2 progress')
-    axis.set_title('live rewards from the reward node (green: success, red: failure)',
-                   fontsize=9)
-    figure.tight_layout()
-    figure.savefig(out / 'live_progress.png', dpi=100)
-    pyplot.close(figure)
+    plot_live_progress(out / 'live_progress.png', results['loop']['node_episodes'], tasks)
     names.append('live_progress.png')
     return names
 
@@ -417,11 +398,12 @@ def write_report(out: Path, results: dict, config: DemoConfig, timings: dict,
                  run_name: str) -> str:
     """Write index.html and the plots into ``out``; return the terminal summary text."""
     out.mkdir(parents=True, exist_ok=True)
-    reward_rows, success_rows = summary_tables(results)
-    spiral = results['spiral']
+    reward_rows, success_rows, ranking_rows = summary_tables(results)
     reward = results['reward']
+    loop = results['loop']
     timing_rows = [['step', 'wall time']] + [[k, f'{v:.0f} s'] for k, v in timings.items()]
     vla = results.get('vla', {})
+    finetune = loop.get('finetune')
     notes = [
         f'Demonstrations: {results.get("demos", {}).get("episodes", "n/a")} scripted episodes '
         f'(noise 0.1, 30% deliberate failures) of {", ".join(config.tasks)}.',
@@ -432,26 +414,30 @@ def write_report(out: Path, results: dict, config: DemoConfig, timings: dict,
         f'{reward["test_episodes"]} held-out demonstrations ({reward["test_successes"]} '
         'successes) of the same tasks; value MSE and VOC on successful episodes against '
         't/(T-1).',
-        f'Rollouts: {sum(r["episodes"] for r in results["rollouts"]["per_task"].values())} '
-        'RunEpisode goals through sim_node + reward_node + policy_node, one rosbag2 bag each; '
-        f'{sum(r["reward_messages"] for r in results["rollouts"]["per_task"].values())} live '
-        'SARM2 StageReward messages received during them.',
-        f'SPIRAL round 1 (one residual per task) trained on {spiral["episodes_used"]} rollout '
-        f'bags ({spiral["skipped"]} unusable) relabelled by '
-        f'{", ".join(spiral["reward_model_ids"])}; mean SARM2 episode return '
-        f'{_mean(spiral.get("dense_return_success"))} on successes vs '
-        f'{_mean(spiral.get("dense_return_failure"))} on failures.',
-        'Nodes: base on the rollout initial states, base + residual (policy_node '
-        'residual_checkpoint) on the evaluation initial states. In-process: '
-        + results['evaluate']['method'] + '. Verdict: the in-process 95% Wilson intervals '
-        'separate or not; with 10-25 episodes per cell only large changes can show, and one '
-        'round on a few rollouts per task is a demonstration of the loop, not a measurement '
-        '(docs/benchmarks.md, section spiral, runs several rounds).',
+        f'Round 0: {config.rollouts_per_task} episodes per task through sim_node + '
+        f'reward_node + policy_node (RunEpisode goals, one rosbag2 bag each) and '
+        f'{config.inprocess_per_task} in-process (bags in the same layout), plus '
+        f'{config.explore_per_task} in-process with a random action offset per chunk '
+        f'(exploration); {loop["labels"]["labels"]} of them labelled by '
+        f'{", ".join(loop["labels"]["labeller"])}.',
+        (f'SARM2 fine-tuned on {finetune["rollouts"]} labelled rollouts and '
+         f'{finetune["demonstrations"]} demonstrations: {finetune["init_model_id"]} -> '
+         f'{finetune["model_id"]}, which relabels every bag and runs in the reward node from '
+         'round 1 on.') if finetune else 'No reward fine-tuning (finetune_steps 0).',
+        f'{config.rounds} SPIRAL rounds (one residual per task, {config.spiral_updates} updates '
+        'each, continuing the previous round) deployed through the policy node '
+        '(residual_checkpoint); the loop report is loop/report/index.html. Reward ranking: '
+        "AUROC of each round's episode returns by outcome, live (the reward node) and as "
+        'relabelled for the next update.',
+        'In-process: ' + results['evaluate']['method'] + f', {config.eval_episodes} episodes '
+        'per task. Verdict: the in-process 95% Wilson intervals separate or not.',
     ]
     summary = '\n'.join([
         f'SARM2 + SPIRAL demo, run {run_name}', '',
         'Reward model vs baselines (held-out demonstrations):', text_table(reward_rows), '',
         'Success rate, successes/episodes [95% Wilson interval]:', text_table(success_rows), '',
+        'Per round: success and how well the reward ranked the rollouts by outcome:',
+        text_table(ranking_rows), '',
         *notes, '', 'Step wall times: ' + ', '.join(f'{k} {v:.0f} s' for k, v in
                                                   timings.items())])
     plots = plot_report(out, results)
@@ -464,6 +450,7 @@ def write_report(out: Path, results: dict, config: DemoConfig, timings: dict,
 <p>Every number on this page was produced by this run.</p>
 <h2>Reward model vs baselines</h2>{html_table(reward_rows)}
 <h2>Base vs improved success rate</h2>{html_table(success_rows)}
+<h2>Rounds: success and reward ranking</h2>{html_table(ranking_rows)}
 <ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>
 {''.join(f'<p><img src="{p}" alt="{p}"></p>' for p in plots)}
 <h2>Steps</h2>{html_table(timing_rows)}
@@ -484,11 +471,10 @@ STEPS = [
          keeps_partial=True),
     Step('reward', 'training SARM2 and the baselines on the same split', step_reward),
     Step('vla', 'training the base compact VLA by behaviour cloning', step_vla),
-    Step('rollouts', 'running episodes through sim_node + reward_node + policy_node',
-         step_rollouts, keeps_partial=True),
-    Step('spiral', 'one SPIRAL round on the rollout bags (spiral_update)', step_spiral),
-    Step('evaluate', 'evaluating base + SPIRAL residual (through the nodes and in-process)',
-         step_evaluate, keeps_partial=True),
+    Step('loop', 'the flywheel through the nodes: round-0 rollouts, labels, reward '
+         'fine-tuning, SPIRAL rounds', step_loop, keeps_partial=True),
+    Step('evaluate', 'evaluating base vs the final base + residual in-process',
+         step_evaluate),
     Step('report', 'writing the report', step_report),
 ]
 STEP_NAMES = [s.name for s in STEPS]

@@ -1,22 +1,38 @@
-"""`spiral_loop`: SPIRAL rounds on the simulated arm, through the real ROS 2 nodes.
+"""`spiral_loop`: the self-improvement flywheel on the simulated arm, through the real ROS 2 nodes.
 
 Round 0 runs the base VLA: sim_node + reward_node + policy_node, RunEpisode goals with
-record=true, one rosbag2 bag per episode scored live by SARM2. Every round r >= 1 then
+record=true, one rosbag2 bag per episode scored live by SARM2 (plus, with
+``--inprocess-per-round``, rollouts of the same policy on the in-process simulated arm, recorded
+as bags in the same layout: cheap extra data; and with ``--explore-per-task``, in-process
+rollouts of the base with a random action offset per chunk, so the critic sees what other
+actions do). Then
 
-  update    relabels the bags of rounds 0..r-1 with the reward checkpoint and trains the residual
-            (``spiral_update``, one residual per task, continuing from round r-1's);
-  rollouts  deploys base + residual (policy_node ``residual_checkpoint``) on fresh initial
-            states: these episodes are round r's success rate and the next round's data.
+  labels    every round-0 bag gets a rollout label beside it: from the simulator's truth
+            (``--labels sim``, ``label_rollouts_from_sim``), or written by a person with the
+            labelling page (``--labels person``: ``label_rollouts <round0 bags>``; the loop stops
+            until every bag has one);
+  finetune  SARM2 is fine-tuned on the labelled rollouts mixed with the demonstrations
+            (``sarm2_reward.flywheel``); the new checkpoint names every rollout it learned from;
+
+and every round r >= 1
+
+  update    relabels the bags of rounds 0..r-1 with the fine-tuned checkpoint and trains one
+            residual per task (``spiral_update``, continuing the previous round's); a task whose
+            rollouts so far all succeeded or all failed keeps its residual and says why;
+  rollouts  deploys base + residual on fresh initial states: in-process first (on the sim the
+            loop keeps the previous residual when the new one is significantly worse there),
+            then through the policy node (``residual_checkpoint``), with the fine-tuned model in
+            the reward node. These episodes are round r's success rate and the next round's data.
 
 After each round the terminal shows the table so far and ``<run>/rounds.png`` is redrawn; the
 run ends with ``<run>/report/index.html``. Interrupted runs resume: finished steps are kept,
 finished episodes of an interrupted rollout step too (``--run`` names the run; by default the
 newest unfinished run with the same configuration continues).
 
-The reward and base checkpoints default to those of the latest ``make demo`` run. With
-``--reward lrm`` the updates relabel with zero-shot LRM rewards from a VLM (the ``--lrm-*``
-options, passed on to ``spiral_update``); the live reward node of the rollouts still runs the
-SARM2 checkpoint (its rewards are only shown and recorded).
+The reward and base checkpoints and the demonstrations default to those of the latest
+``make demo`` run. With ``--reward lrm`` the updates relabel with zero-shot LRM rewards from a
+VLM (the ``--lrm-*`` options, passed on to ``spiral_update``); the live reward node of the
+rollouts still runs the SARM2 checkpoint (its rewards are only shown and recorded).
 """
 
 import argparse
@@ -30,22 +46,26 @@ import sys
 
 from sarm2_reward.lrm.options import add_lrm_arguments, lrm_arguments, lrm_requested
 
-from .report_tables import HTML_STYLE, html_table, rate_cell, text_table
+from .report_tables import HTML_STYLE, html_table, rate_cell, text_table, verdict
 from .run_steps import (CONFIG_FILE, execute, is_done, read_jsonl, read_step, RunContext,
                         RunError, Step, write_json_atomic)
 from .sim_graph import (console_script, node_summary, open_run, resume_episode_log,
-                        run_node_episodes, SimGraph)
+                        run_node_episodes, SimGraph, success_row)
 
 # Under the working directory, like make demo's runs.
 RUNS = Path('runs') / 'loops'
 DEMO_RUN = Path('runs') / 'latest'
-# Initial-state seeds of round r's rollouts start at LOOP_SEED + 1000 r: fresh in every round
-# and apart from the demo's demonstration, rollout and evaluation seeds.
+# Initial-state seeds of round r's rollouts of task k start at LOOP_SEED + 10000 r + 1000 k
+# (+ an offset per kind of rollout): fresh in every round and apart from the demo's
+# demonstration and evaluation seeds.
 LOOP_SEED = 30_000
+SEED_OFFSETS = {'nodes': 0, 'inprocess': 300, 'explore': 600}
 METHODS = ('spiral', 'rabc')
 REWARDS = ('sarm2', 'lrm', 'time_linear', 'sparse')
+LABELS = ('sim', 'person')
 # Both checkpoint kinds (SARM2 and compact VLA) are a directory with these two files.
 CHECKPOINT_FILES = ('config.json', 'model.safetensors')
+NODE_BAGS, INPROCESS_BAGS = 'bags', 'inprocess'
 
 
 @dataclass
@@ -56,12 +76,18 @@ class LoopConfig:
     base_checkpoint: str
     tasks: tuple[str, ...] = ('button-press-topdown-v3', 'drawer-open-v3')
     rounds: int = 3
-    episodes_per_round: int = 10    # per task
+    episodes_per_round: int = 10    # per task, through the nodes
+    inprocess_per_round: int = 0    # per task, on the in-process simulated arm (bags too)
+    explore_per_task: int = 0       # round 0: in-process base rollouts with exploration noise
+    explore_noise: float = 0.3      # std of their per-chunk action offset
     max_steps: int = 150
     control_rate: float = 20.0
-    updates: int = 500              # gradient steps per round and task
+    updates: int = 1000             # gradient steps per round and task
     method: str = 'spiral'
     reward: str = 'sarm2'
+    labels: str = 'sim'             # who labels the round-0 rollouts: the simulator or a person
+    finetune_steps: int = 400       # SARM2 fine-tuning on the labelled rollouts (0: none)
+    demo_bags: str = ''             # demonstrations mixed into the fine-tuning ('': none)
     seed: int = 0
     lrm_options: tuple[str, ...] = ()   # spiral_update's --lrm-* options (reward lrm)
 
@@ -73,12 +99,18 @@ class LoopConfig:
         for name in ('rounds', 'episodes_per_round', 'max_steps', 'updates'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+        if max(self.episodes_per_round, self.inprocess_per_round, self.explore_per_task) > 300:
+            raise ValueError('at most 300 episodes per task, round and kind (their initial '
+                             'states would overlap)')
+        for name in ('inprocess_per_round', 'explore_per_task', 'finetune_steps',
+                     'explore_noise'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.control_rate <= 0:
             raise ValueError(f'control_rate must be > 0, got {self.control_rate}')
-        if self.method not in METHODS:
-            raise ValueError(f'method must be one of {METHODS}, got {self.method!r}')
-        if self.reward not in REWARDS:
-            raise ValueError(f'reward must be one of {REWARDS}, got {self.reward!r}')
+        for name, allowed in (('method', METHODS), ('reward', REWARDS), ('labels', LABELS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f'{name} must be one of {allowed}, got {getattr(self, name)!r}')
         self.lrm_options = tuple(self.lrm_options)
         if (self.reward == 'lrm') != bool(self.lrm_options):
             raise ValueError('--lrm-* options go with --reward lrm, and --reward lrm needs them '
@@ -92,6 +124,10 @@ class LoopConfig:
                 raise ValueError(f'{name} {path} is not a checkpoint directory: '
                                  f'{", ".join(missing)} missing')
             setattr(self, name, str(path.resolve()))
+        if self.demo_bags:
+            if not Path(self.demo_bags).is_dir():
+                raise ValueError(f'demo_bags {self.demo_bags} is not a directory of bags')
+            self.demo_bags = str(Path(self.demo_bags).resolve())
 
     def to_dict(self) -> dict:
         """Plain JSON-able values (tasks as a list)."""
@@ -155,49 +191,242 @@ def update_name(round_number: int) -> str:
     return f'round{round_number}-update'
 
 
+LABELS_STEP, FINETUNE_STEP = 'round0-labels', 'reward-finetune'
+
+
 def vla_image_size(config: LoopConfig) -> tuple[int, tuple[str, ...]]:
     """Image size and cameras the base VLA was trained with (the sim node must match)."""
     values = json.loads((Path(config.base_checkpoint) / 'config.json').read_text())
     return int(values.get('image_size', 64)), tuple(values.get('cameras', ('corner',)))
 
 
+def round_reward_checkpoint(ctx: RunContext, round_number: int) -> Path:
+    """Return round r's SARM2 checkpoint: the fine-tuned one after round 0 (if any)."""
+    if round_number > 0 and FINETUNE_STEP in ctx.results:
+        return ctx.step_dir(FINETUNE_STEP) / ctx.results[FINETUNE_STEP]['checkpoint']
+    return Path(ctx.config.reward_checkpoint)
+
+
+def round_bag_dirs(ctx: RunContext, round_number: int) -> list[Path]:
+    """Directories holding round r's bags (node episodes, in-process episodes)."""
+    out = ctx.step_dir(rollouts_name(round_number))
+    return [d for d in (out / NODE_BAGS, out / INPROCESS_BAGS) if d.is_dir()]
+
+
+def deployed_residuals(ctx: RunContext, round_number: int) -> dict[str, Path | None]:
+    """Per task, the residual deployed in round r (None: the base alone)."""
+    if round_number == 0:
+        return dict.fromkeys(ctx.config.tasks)
+    kept = ctx.results[rollouts_name(round_number)]['deployed']
+    return {task: (ctx.run_dir / path if path else None) for task, path in kept.items()}
+
+
+def round_seeds(config: LoopConfig, round_number: int, task: str, kind: str) -> list[int]:
+    """Fresh initial states of round r's ``kind`` episodes of ``task`` (see SEED_OFFSETS)."""
+    start = (LOOP_SEED + 10_000 * round_number + 1000 * config.tasks.index(task)
+             + SEED_OFFSETS[kind])
+    count = {'nodes': config.episodes_per_round, 'inprocess': config.inprocess_per_round,
+             'explore': config.explore_per_task}[kind]
+    return list(range(start, start + count))
+
+
+def load_policy(config: LoopConfig, residual: Path | None, explore: bool = False):
+    """Load the base VLA, plus a residual when given (what the policy node would run).
+
+    ``explore``: the base with a random action offset per chunk (round 0's exploration).
+    """
+    from spiral_policy.compact_vla import CompactVlaPolicy
+    from spiral_policy.spiral.config import SpiralConfig
+    from spiral_policy.spiral.residual import ResidualActor
+    from spiral_policy.spiral.residual_policy import ResidualPolicy
+
+    base = CompactVlaPolicy.from_checkpoint(config.base_checkpoint)
+    if explore:
+        untrained = ResidualActor(SpiralConfig(**spiral_config_for(
+            Path(config.base_checkpoint), config.updates)))
+        return ResidualPolicy(base, untrained, exploration_noise=config.explore_noise,
+                              seed=config.seed)
+    return base if residual is None else ResidualPolicy.from_checkpoint(residual, base,
+                                                                         seed=config.seed)
+
+
+def run_inprocess(ctx: RunContext, round_number: int, task: str, residual: Path | None,
+                  out: Path, kind: str = 'inprocess') -> list[dict]:
+    """Round r's in-process rollouts of ``task`` (recorded as bags, live SARM2 rewards).
+
+    ``kind`` 'explore': the base with exploration noise instead (round 0).
+    """
+    from sarm2_reward.backend import Sarm2Backend
+    from spiral_policy.rollout_bags import record_sim_rollouts
+
+    config = ctx.config
+    image_size, cameras = vla_image_size(config)
+    backend = Sarm2Backend.from_checkpoint(round_reward_checkpoint(ctx, round_number))
+    directory = out / INPROCESS_BAGS / (task if kind == 'inprocess' else f'{task}-{kind}')
+    results = record_sim_rollouts(
+        load_policy(config, residual, explore=kind == 'explore'), task,
+        round_seeds(config, round_number, task, kind), directory, max_steps=config.max_steps,
+        cameras=cameras, image_size=image_size, reward_backend=backend)
+    return [inprocess_record(r) for r in results]
+
+
+def inprocess_record(result) -> dict:
+    """Return an in-process rollout as an episode record like the node client's.
+
+    The live return is read back from the bag's end record.
+    """
+    from sarm2_common.bag_dataset import read_episode
+
+    bag = Path(result.bag)
+    episode = read_episode(bag)
+    return {'task': result.task, 'seed': result.seed, 'success': result.success,
+            'episode_id': result.episode_id, 'bag_path': str(bag),
+            'episode_return': float(episode.metadata.get('episode_return', 0.0)),
+            'steps': result.steps}
+
+
+def keep_or_revert(previous: dict | None, new: dict) -> tuple[bool, str]:
+    """Keep the new residual unless its success rate is significantly below the previous one.
+
+    ``previous``/``new``: success rows (``success_row``) of the previous round's deployed policy
+    and of the new residual, on fresh initial states. Returns (keep, reason).
+    """
+    if previous is None or not previous['episodes'] or not new['episodes']:
+        return True, ''
+    if verdict(previous, new) == 'worse (intervals apart)':
+        return False, (f'the new residual succeeded {rate_cell(new)} in-process, significantly '
+                       f'below the previous policy ({rate_cell(previous)}): kept the previous '
+                       'one')
+    return True, ''
+
+
 def rollouts_step(round_number: int):
-    """Step function running round ``round_number``'s episodes through the nodes."""
+    """Step function running round ``round_number``'s episodes (in-process, then the nodes)."""
 
     def run(ctx: RunContext, out: Path) -> dict:
         config = ctx.config
         bags, logs, episodes_file, done = resume_episode_log(out)
-        seen = {(r['task'], r['seed']) for r in done}
         image_size, cameras = vla_image_size(config)
-        residuals = {}
+        candidates = dict.fromkeys(config.tasks)
+        previous = dict(candidates)
         if round_number > 0:
-            update = update_name(round_number)
-            residuals = {task: ctx.step_dir(update) / name
-                         for task, name in ctx.results[update]['residuals'].items()}
+            update = ctx.results[update_name(round_number)]
+            candidates = {task: ctx.run_dir / path if path else None
+                          for task, path in update['residuals'].items()}
+            previous = deployed_residuals(ctx, round_number - 1)
+        deployed, guard, inprocess, reference, explore = {}, {}, {}, {}, {}
+        for task in config.tasks:
+            residual = candidates[task]
+            if round_number == 0 and config.explore_per_task:
+                explore[task] = run_inprocess(ctx, 0, task, None, out, kind='explore')
+            if config.inprocess_per_round:
+                inprocess[task] = run_inprocess(ctx, round_number, task, residual, out)
+                reference[task] = success_row(inprocess[task])
+            keep = True
+            if round_number > 0 and config.inprocess_per_round and residual != previous[task]:
+                # The previous round's deployed policy, as measured in-process.
+                before = ctx.results[rollouts_name(round_number - 1)]['deployed_inprocess']
+                keep, guard[task] = keep_or_revert(before.get(task), reference[task])
+                if not keep:
+                    reference[task] = before[task]
+            deployed[task] = residual if keep else previous[task]
+        seen = {(r['task'], r['seed']) for r in done}
         # Round 0 runs every task on one set of nodes; later rounds need one set per task,
         # because each task has its own residual.
         groups = [config.tasks] if round_number == 0 else [(t,) for t in config.tasks]
         for group in groups:
-            todo = [(task, LOOP_SEED + 1000 * round_number + 100 * config.tasks.index(task) + i)
-                    for task in group for i in range(config.episodes_per_round)]
-            todo = [item for item in todo if item not in seen]
+            todo = [(task, seed) for task in group
+                    for seed in round_seeds(config, round_number, task, 'nodes')
+                    if (task, seed) not in seen]
             if not todo:
                 continue
-            params = {'residual_checkpoint': residuals[group[0]]} if residuals else {}
-            graph = SimGraph(reward_checkpoint=Path(config.reward_checkpoint),
+            residual = deployed[group[0]]
+            params = {'residual_checkpoint': residual} if residual else {}
+            graph = SimGraph(reward_checkpoint=round_reward_checkpoint(ctx, round_number),
                              vla_checkpoint=Path(config.base_checkpoint), task=group[0],
                              image_size=image_size, cameras=cameras,
                              max_steps=config.max_steps, control_rate=config.control_rate,
                              seed=config.seed, env=ctx.env, policy_params=params)
-            label = f'round {round_number} ' + ('base' if not residuals else group[0])
+            label = f'round {round_number} ' + ('base' if not residual else group[0])
             run_node_episodes(graph, todo, bags, logs, episodes_file, label)
         records = read_jsonl(episodes_file)
         return {'round': round_number, 'per_task': node_summary(records, config.tasks),
-                'episodes': records, 'bags': 'bags',
+                'episodes': records, 'bags': NODE_BAGS, 'inprocess': inprocess,
+                'explore': explore,
+                'inprocess_per_task': {t: success_row(rows) for t, rows in inprocess.items()},
+                'deployed_inprocess': reference,
+                'deployed': {t: str(p.relative_to(ctx.run_dir)) if p else None
+                             for t, p in deployed.items()},
+                'guard': guard,
+                'reward_checkpoint': str(round_reward_checkpoint(ctx, round_number)),
                 'policy': 'base' if round_number == 0 else f'base + residual round '
                                                           f'{round_number}'}
 
     return run
+
+
+def round_records(ctx: RunContext, round_number: int) -> list[dict]:
+    """Every episode record of round r: node episodes, in-process and exploration ones."""
+    result = ctx.results[rollouts_name(round_number)]
+    return result['episodes'] + [r for kind in ('inprocess', 'explore')
+                                 for rows in result.get(kind, {}).values() for r in rows]
+
+
+def labels_step(ctx: RunContext, out: Path) -> dict:
+    """Label every round-0 bag (the simulator's truth), or check a person labelled them all."""
+    from sarm2_common.bag_dataset import find_bags
+    from sarm2_common.rollout_labels import check_label
+
+    bags = [bag for root in round_bag_dirs(ctx, 0) for bag in find_bags(root)]
+    if ctx.config.labels == 'sim':
+        command = [str(console_script('sarm2_sim', 'label_rollouts_from_sim')),
+                   *map(str, round_bag_dirs(ctx, 0))]
+        if ctx.config.demo_bags:
+            # Failures get progress on the demonstrations' scale (what the model learned).
+            command += ['--demos', ctx.config.demo_bags]
+        completed = subprocess.run(command, env=ctx.env)
+        if completed.returncode != 0:
+            raise RunError(f'label_rollouts_from_sim exited with {completed.returncode}: '
+                           f'{" ".join(command)}')
+    checks = {str(bag): check_label(bag) for bag in bags}
+    missing = sorted(b for b, c in checks.items() if c.status != 'labelled')
+    if missing:
+        raise RunError(f'{len(missing)} of {len(bags)} round-0 rollouts have no valid label '
+                       f'(e.g. {missing[0]}: {checks[missing[0]].problem or "unlabelled"}). '
+                       'Label them in the browser: `label_rollouts '
+                       f'{" ".join(map(str, round_bag_dirs(ctx, 0)))}`, then rerun this '
+                       'command to continue.')
+    labelled = [c.label for c in checks.values()]
+    return {'labels': len(labelled), 'labeller': sorted({c.label.labeller for c in
+                                                         checks.values()}),
+            'successes': sum(label.success for label in labelled)}
+
+
+def finetune_step(ctx: RunContext, out: Path) -> dict:
+    """Fine-tune the reward model on the labelled round-0 rollouts (+ the demonstrations)."""
+    from sarm2_reward.flywheel import finetune_on_rollouts, finetune_train_config
+
+    config = ctx.config
+    demos = [Path(config.demo_bags)] if config.demo_bags else []
+    print(f'  fine-tuning {config.reward_checkpoint} on the labelled round-0 rollouts '
+          f'({config.finetune_steps} steps)', flush=True)
+    result = finetune_on_rollouts(
+        config.reward_checkpoint, demos, round_bag_dirs(ctx, 0), out / 'checkpoint',
+        train=finetune_train_config(steps=config.finetune_steps, seed=config.seed,
+                                    num_threads=1, device='cpu'))
+    from sarm2_reward.inference import Sarm2Predictor
+
+    model_id = Sarm2Predictor.from_checkpoint(out / 'checkpoint').model_id
+    return {'checkpoint': 'checkpoint', 'model_id': model_id,
+            'init_model_id': result['init_checkpoint']['model_id'],
+            'rollouts': result['rollouts'], 'demonstrations': result['demonstrations'],
+            'calibration': result['calibration']}
+
+
+def outcomes_so_far(ctx: RunContext, round_number: int, task: str) -> list[bool]:
+    """Outcomes of ``task``'s episodes of rounds 0..r-1 (the update's data)."""
+    return [bool(r['success']) for k in range(round_number)
+            for r in round_records(ctx, k) if r['task'] == task]
 
 
 def update_step(round_number: int):
@@ -208,45 +437,86 @@ def update_step(round_number: int):
         config_file = out / 'spiral_config.json'
         config_file.write_text(json.dumps(spiral_config_for(Path(config.base_checkpoint),
                                                             config.updates), indent=1))
-        bags = [ctx.step_dir(rollouts_name(r)) / 'bags' for r in range(round_number)]
+        bags = [d for k in range(round_number) for d in round_bag_dirs(ctx, k)]
+        reward = round_reward_checkpoint(ctx, round_number)
+        previous = deployed_residuals(ctx, round_number - 1)
         residuals, per_task = {}, {}
         for task in config.tasks:
-            init = None
-            if round_number > 1:
-                previous = update_name(round_number - 1)
-                init = ctx.step_dir(previous) / ctx.results[previous]['residuals'][task]
+            outcomes = outcomes_so_far(ctx, round_number, task)
+            note = single_outcome_note(outcomes)
+            if note:
+                print(f'  {task}: {note}', flush=True)
+            if outcomes and all(outcomes):
+                kept = previous[task]
+                residuals[task] = str(kept.relative_to(ctx.run_dir)) if kept else None
+                per_task[task] = {'episodes': len(outcomes), 'skipped': 0, 'note': note,
+                                  'input_success_rate': 1.0, 'reward_model_ids': [],
+                                  'train_seconds': 0.0, 'relabelled_auroc': None}
+                continue
             residual = out / f'residual-{task}'
             report = run_spiral_update(
-                bags, residual, reward_checkpoint=Path(config.reward_checkpoint),
+                bags, residual, reward_checkpoint=reward,
                 base_checkpoint=Path(config.base_checkpoint), task=task,
                 config_file=config_file, updates=config.updates,
                 seed=config.seed + round_number, round_number=round_number,
-                method=config.method, reward=config.reward, init=init, env=ctx.env,
+                method=config.method, reward=config.reward, init=previous[task], env=ctx.env,
                 lrm_options=config.lrm_options)
-            residuals[task] = residual.name
+            residuals[task] = f'{update_name(round_number)}/{residual.name}'
             # Episodes of the other tasks are skipped by design; only real problems count.
             problems = [s for s in report['skipped']
                         if not s['reason'].startswith('episode is from task')]
+            newest = {r['episode_id'] for r in round_records(ctx, round_number - 1)}
+            fresh = [e for e in report['episodes'] if e['episode_id'] in newest]
             per_task[task] = {
                 'episodes': len(report['episodes']), 'skipped': len(problems),
                 'skipped_reasons': sorted({s['reason'] for s in problems}),
                 'input_success_rate': report['input_success_rate'],
                 'reward_model_ids': report['reward_model_ids'],
-                'train_seconds': report.get('training', {}).get('train_seconds')}
-        return {'round': round_number, 'residuals': residuals, 'per_task': per_task}
+                'train_seconds': report.get('training', {}).get('train_seconds'),
+                'relabelled_auroc': return_auroc([e['dense_return'] for e in fresh],
+                                                 [e['success'] for e in fresh]),
+                'note': note}
+        # Residual paths relative to the run directory (a kept one lives in an earlier step).
+        return {'round': round_number, 'residuals': residuals, 'per_task': per_task,
+                'reward_checkpoint': str(reward)}
 
     return run
 
 
+def single_outcome_note(outcomes: list[bool]) -> str:
+    """Say what an update can learn when every rollout so far had the same outcome ('' if not)."""
+    if not outcomes or len(set(outcomes)) > 1:
+        return ''
+    if outcomes[0]:
+        return (f'all {len(outcomes)} rollouts so far succeeded: nothing to improve on, so the '
+                'residual stays as it was')
+    return (f'all {len(outcomes)} rollouts so far failed: the critic sees no success to aim for, '
+            'only the dense reward; expect little change')
+
+
+def return_auroc(returns: list[float], outcomes: list[bool]) -> float | None:
+    """How often a success's return beats a failure's (ties count half); None: one outcome."""
+    wins = [r for r, ok in zip(returns, outcomes) if ok]
+    losses = [r for r, ok in zip(returns, outcomes) if not ok]
+    if not wins or not losses:
+        return None
+    better = sum((w > v) + 0.5 * (w == v) for w in wins for v in losses)
+    return better / (len(wins) * len(losses))
+
+
 def loop_steps(config: LoopConfig) -> list[Step]:
-    """List the steps: round 0 rollouts, (update, rollouts) per round, then the report."""
+    """List the steps: round 0, labels, fine-tuning, (update, rollouts) per round, report."""
     steps = [Step(rollouts_name(0), 'base VLA episodes through sim_node + reward_node + '
-                  'policy_node', rollouts_step(0), keeps_partial=True)]
+                  'policy_node', rollouts_step(0), keeps_partial=True),
+             Step(LABELS_STEP, f'labelling the round-0 rollouts ({config.labels})', labels_step)]
+    if config.finetune_steps:
+        steps.append(Step(FINETUNE_STEP, 'fine-tuning SARM2 on the labelled rollouts',
+                          finetune_step))
     for r in range(1, config.rounds + 1):
         steps.append(Step(update_name(r), f'relabel rounds 0..{r - 1} and train the residuals '
                           f'({config.method}, {config.reward} rewards)', update_step(r)))
-        steps.append(Step(rollouts_name(r), f'base + residual round {r} through the nodes',
-                          rollouts_step(r), keeps_partial=True))
+        steps.append(Step(rollouts_name(r), f'base + residual round {r} (in-process, then '
+                          'through the nodes)', rollouts_step(r), keeps_partial=True))
     steps.append(Step('report', 'writing the report', report_step))
     return steps
 
@@ -256,55 +526,98 @@ def loop_steps(config: LoopConfig) -> list[Step]:
 
 
 def round_results(ctx: RunContext) -> list[dict]:
-    """Finished rounds in order: {'round', 'policy', 'per_task', 'update' (None for 0)}."""
+    """Finished rounds in order, with their success rows and reward rankings per task."""
     rounds = []
     for r in range(ctx.config.rounds + 1):
         if rollouts_name(r) not in ctx.results:
             break
-        rollouts = ctx.results[rollouts_name(r)]
-        rounds.append({'round': r, 'policy': rollouts['policy'],
-                       'per_task': rollouts['per_task'],
+        result = ctx.results[rollouts_name(r)]
+        records = round_records(ctx, r)
+        following = ctx.results.get(update_name(r + 1), {}).get('per_task', {})
+        live = {t: return_auroc([e['episode_return'] for e in records if e['task'] == t],
+                                [e['success'] for e in records if e['task'] == t])
+                for t in ctx.config.tasks}
+        rounds.append({'round': r, 'policy': result['policy'], 'per_task': result['per_task'],
+                       'inprocess_per_task': result.get('inprocess_per_task', {}),
+                       'guard': result.get('guard', {}), 'live_auroc': live,
+                       'relabelled_auroc': {t: following.get(t, {}).get('relabelled_auroc')
+                                            for t in ctx.config.tasks},
                        'update': ctx.results.get(update_name(r))})
     return rounds
 
 
+def _auroc(value) -> str:
+    return 'n/a' if value is None else f'{value:.2f}'
+
+
 def rounds_table(rounds: list[dict], tasks) -> list[list[str]]:
-    """Rows (header first): per round and task, success [Wilson 95%] and mean live return."""
-    rows = [['round', 'policy'] + [f'{t} success' for t in tasks]
-            + [f'{t} return' for t in tasks]]
+    """Rows (header first): per round and task, success [Wilson 95%] and reward rankings."""
+    rows = [['round', 'task', 'nodes', 'in-process', 'live AUROC', 'relabelled AUROC', 'note']]
     for entry in rounds:
-        per_task = entry['per_task']
-        rows.append([str(entry['round']), entry['policy']]
-                    + [rate_cell(per_task[t]) for t in tasks]
-                    + [f'{per_task[t]["mean_return"]:.2f}' for t in tasks])
+        for task in tasks:
+            inprocess = entry['inprocess_per_task'].get(task)
+            note = entry['guard'].get(task) or ''
+            unchanged = ((entry['update'] or {}).get('per_task', {}).get(task, {})
+                         .get('note'))
+            rows.append([str(entry['round']), task, rate_cell(entry['per_task'][task]),
+                         rate_cell(inprocess) if inprocess else '-',
+                         _auroc(entry['live_auroc'][task]),
+                         _auroc(entry['relabelled_auroc'][task]),
+                         '; '.join(n for n in (unchanged, note) if n)])
     return rows
 
 
 def plot_rounds(path: Path, rounds: list[dict], tasks) -> None:
-    """Success rate (95% Wilson) and mean live SARM2 return per round, one line per task."""
+    """Success rate per round (95% Wilson; nodes and in-process), one line per task."""
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot
 
-    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 3.6))
+    figure, axis = pyplot.subplots(figsize=(6.5, 3.6))
     x = [e['round'] for e in rounds]
     for i, task in enumerate(tasks):
-        rows = [e['per_task'][task] for e in rounds]
-        rates = [r['rate'] for r in rows]
-        errors = [[r['rate'] - r['wilson95'][0] for r in rows],
-                  [r['wilson95'][1] - r['rate'] for r in rows]]
-        # A small sideways shift per task keeps overlapping intervals readable.
-        shift = 0.06 * (i - (len(tasks) - 1) / 2)
-        left.errorbar([r + shift for r in x], rates, yerr=errors, marker='o', capsize=3,
-                      label=task)
-        right.plot(x, [r['mean_return'] for r in rows], marker='o', label=task)
-    left.set_ylim(-0.02, 1.05)
-    left.set_ylabel('success rate (95% Wilson)')
-    right.set_ylabel('mean live SARM2 episode return')
-    for axis in (left, right):
-        axis.set_xlabel('round (0 = base VLA)')
-        axis.set_xticks(x)
-        axis.legend(fontsize=7)
+        for kind, key, style in (('nodes', 'per_task', '-o'),
+                                 ('in-process', 'inprocess_per_task', '--s')):
+            rows = [e[key].get(task) for e in rounds]
+            if not all(rows):
+                continue
+            # A small sideways shift per series keeps overlapping intervals readable.
+            shift = 0.05 * (2 * i + (kind != 'nodes') - len(tasks) + 0.5)
+            axis.errorbar([r + shift for r in x], [r['rate'] for r in rows], fmt=style,
+                          capsize=3, label=f'{task} ({kind})',
+                          yerr=[[r['rate'] - r['wilson95'][0] for r in rows],
+                                [r['wilson95'][1] - r['rate'] for r in rows]])
+    axis.set_ylim(-0.02, 1.05)
+    axis.set_ylabel('success rate (95% Wilson)')
+    axis.set_xlabel('round (0 = base VLA)')
+    axis.set_xticks(x)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+def plot_live_progress(path: Path, records: list[dict], tasks) -> None:
+    """Live SARM2 progress of node episodes, one panel per task (green success, red failure)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4),
+                                   squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        for record in records:
+            trace = record.get('progress_trace') or []
+            if record['task'] == task and trace:
+                axis.plot([i / max(1, len(trace) - 1) for i in range(len(trace))], trace,
+                          color='tab:green' if record['success'] else 'tab:red', alpha=0.5,
+                          lw=1)
+        axis.set_title(task, fontsize=9)
+        axis.set_xlabel('episode time (normalised)')
+        axis.set_ylim(-0.02, 1.05)
+    axes[0][0].set_ylabel('live SARM2 progress')
+    figure.suptitle('live rewards from the reward node (green: success, red: failure)',
+                    fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
@@ -322,18 +635,37 @@ def show_progress(ctx: RunContext) -> str:
     return text
 
 
+def flywheel_notes(ctx: RunContext) -> list[str]:
+    """Say what the labels and the fine-tuning did, in sentences for the report."""
+    notes = []
+    labels = ctx.results.get(LABELS_STEP)
+    if labels:
+        notes.append(f'Round-0 rollouts labelled: {labels["labels"]} ({labels["successes"]} '
+                     f'successes) by {", ".join(labels["labeller"])}.')
+    finetune = ctx.results.get(FINETUNE_STEP)
+    if finetune:
+        notes.append(f'Reward model fine-tuned on {finetune["rollouts"]} labelled rollouts and '
+                     f'{finetune["demonstrations"]} demonstrations: {finetune["init_model_id"]} '
+                     f'-> {finetune["model_id"]} (its config.json lists every rollout bag and '
+                     'label it learned from); rounds >= 1 relabel every bag and run the reward '
+                     'node with it.')
+    return notes
+
+
 def report_step(ctx: RunContext, out: Path) -> dict:
     config = ctx.config
     rounds = round_results(ctx)
     rows = rounds_table(rounds, config.tasks)
     plot_rounds(out / 'rounds.png', rounds, config.tasks)
+    records = [e for k in range(len(rounds)) for e in ctx.results[rollouts_name(k)]['episodes']]
+    plot_live_progress(out / 'live_progress.png', records, config.tasks)
     update_rows = [['round', 'task', 'episodes used', 'unusable', 'input success',
                     'relabelled by', 'train s']]
     for entry in rounds[1:]:
         for task, row in entry['update']['per_task'].items():
             update_rows.append([str(entry['round']), task, str(row['episodes']),
                                 str(row['skipped']), f'{row["input_success_rate"]:.0%}',
-                                ', '.join(row['reward_model_ids']),
+                                ', '.join(row['reward_model_ids']) or '-',
                                 f'{row["train_seconds"] or 0:.0f}'])
     timings = {name: read_step(ctx.run_dir, name)['seconds']
                for name in (s.name for s in loop_steps(config)) if is_done(ctx.run_dir, name)}
@@ -344,20 +676,23 @@ def report_step(ctx: RunContext, out: Path) -> dict:
     finals = ', '.join(f'{t}: {first[t]["rate"]:.0%} -> {last[t]["rate"]:.0%}'
                        for t in config.tasks)
     note = ("Each round's success rate is measured on its own rollouts (fresh initial states "
-            "every round); those episodes are also the next update's data. Cells with "
-            f'{config.episodes_per_round} episodes have wide 95% intervals: only differences '
-            'whose intervals do not overlap are significant.')
+            "every round); those episodes are also the next update's data. Live AUROC: how "
+            "well the reward node's episode return ranked the round's rollouts by outcome; "
+            'relabelled AUROC: the same for the return the next update relabelled them with. '
+            'Only differences whose 95% intervals do not overlap are significant.')
     summary = '\n'.join([f'SPIRAL loop ({config.method}, {config.reward} rewards), run '
                          f'{ctx.run_dir.name}', '', 'Success per round:', text_table(rows), '',
-                         'Updates:', text_table(update_rows), '', f'Base -> final: {finals}.',
-                         note])
+                         'Updates:', text_table(update_rows), '', *flywheel_notes(ctx), '',
+                         f'Base -> final (nodes): {finals}.', note])
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>SPIRAL loop {html.escape(ctx.run_dir.name)}</title>
 <style>{HTML_STYLE}</style></head><body>
 <h1>SPIRAL loop: run {html.escape(ctx.run_dir.name)}</h1>
 <p>Every number on this page was produced by this run.</p>
 <h2>Success per round</h2>{html_table(rows)}<p>{html.escape(note)}</p>
-<p><img src="rounds.png" alt="success and return per round"></p>
+<p><img src="rounds.png" alt="success per round"></p>
+<p><img src="live_progress.png" alt="live progress per task"></p>
+<h2>Flywheel</h2><ul>{''.join(f'<li>{html.escape(n)}</li>' for n in flywheel_notes(ctx))}</ul>
 <h2>Updates</h2>{html_table(update_rows)}
 <h2>Steps</h2>{html_table(timing_rows)}
 <h2>Configuration</h2>{html_table(config_rows)}
@@ -386,6 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--base-checkpoint', type=Path,
                         help='compact VLA checkpoint directory of the frozen base policy '
                              "(default: the latest make demo run's vla/checkpoint)")
+    parser.add_argument('--demo-bags', type=Path,
+                        help='demonstration bags mixed into the reward fine-tuning (default: '
+                             "the latest make demo run's demos/bags when it exists)")
     parser.add_argument('--demo-run', type=Path, default=DEMO_RUN,
                         help='make demo run whose checkpoints are the defaults')
     parser.add_argument('--fresh', action='store_true',
@@ -394,14 +732,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--runs-dir', type=Path, default=RUNS, help='where loop runs are kept')
     add_lrm_arguments(parser)
     for f in fields(LoopConfig):
-        if f.name in ('reward_checkpoint', 'base_checkpoint', 'lrm_options'):
+        if f.name in ('reward_checkpoint', 'base_checkpoint', 'demo_bags', 'lrm_options'):
             continue
         flag = '--' + f.name.replace('_', '-')
         if f.name == 'tasks':
             parser.add_argument(flag, nargs='+', help=f'tasks (default {" ".join(f.default)})')
-        elif f.name in ('method', 'reward'):
-            parser.add_argument(flag, choices=METHODS if f.name == 'method' else REWARDS,
-                                help=f'default {f.default}')
+        elif f.name in ('method', 'reward', 'labels'):
+            choices = {'method': METHODS, 'reward': REWARDS, 'labels': LABELS}[f.name]
+            parser.add_argument(flag, choices=choices, help=f'default {f.default}')
         else:
             kind = float if f.type in (float, 'float') else int
             parser.add_argument(flag, type=kind, help=f'default {f.default}')
@@ -409,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> LoopConfig:
-    """LoopConfig from parsed options; checkpoints default to the demo run's."""
+    """LoopConfig from parsed options; checkpoints and demos default to the demo run's."""
     values = {f.name: getattr(args, f.name) for f in fields(LoopConfig)
               if getattr(args, f.name, None) is not None}
     defaults = {'reward_checkpoint': args.demo_run / 'reward' / 'checkpoint',
@@ -421,9 +759,12 @@ def config_from_args(args) -> LoopConfig:
                                  'exist: run `make demo` first or pass --reward-checkpoint and '
                                  '--base-checkpoint')
             values[name] = default
+    demos = args.demo_run / 'demos' / 'bags'
+    if values.get('demo_bags') is None and demos.is_dir():
+        values['demo_bags'] = demos
     if lrm_requested(args):
         values['lrm_options'] = tuple(lrm_arguments(args))
-    return LoopConfig(**values)
+    return LoopConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()})
 
 
 def main(argv=None) -> int:

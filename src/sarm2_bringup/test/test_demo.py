@@ -161,28 +161,40 @@ def test_report_holds_tables_plots_and_html(tmp_path, config):
                'time_linear': {'value_mse_macro': 0.0456, 'voc': 0.99, 'primitive_acc': None,
                                'auroc': 0.6, 'pairwise_acc': 0.6, 'train_seconds': 0.0}}
     tasks = config.tasks
+    update = {'per_task': {tasks[0]: {'note': 'all 10 rollouts so far failed'}}}
+    rounds = [{'round': r, 'policy': 'base' if r == 0 else f'base + residual round {r}',
+               'per_task': {t: dict(rate(3 + 4 * r, 10), reward_messages=900) for t in tasks},
+               'inprocess_per_task': {t: rate(10 + r, 24) for t in tasks},
+               'live_auroc': dict.fromkeys(tasks, 0.25),
+               'relabelled_auroc': dict.fromkeys(tasks, 0.875 if r == 0 else None),
+               'guard': {}, 'update': update if r else None} for r in (0, 1)]
     results = {
         'demos': {'episodes': 40},
         'vla': {'policy_id': 'compact_vla@0123', 'episodes': 28, 'frames': 2400,
                 'final_l1': 0.21},
         'reward': {'metrics': metrics, 'train_episodes': 20, 'test_episodes': 8,
                    'test_successes': 6},
-        'rollouts': {'per_task': {t: dict(rate(3, 10), reward_messages=900) for t in tasks},
-                     'episodes': [{'success': i % 2 == 0, 'progress_trace': [0.0, 0.5, 0.9]}
-                                  for i in range(4)]},
-        'spiral': {'episodes_used': 20, 'skipped': 0, 'reward_model_ids': ['sarm2@abc']},
-        'evaluate': {'per_task': {t: {'base': rate(4, 15), 'improved': rate(7, 15),
-                                      'improved_nodes': rate(2, 10)}
+        'loop': {'rounds': rounds, 'labels': {'labels': 64, 'labeller':
+                                              ['label_rollouts_from_sim'], 'successes': 30},
+                 'finetune': {'rollouts': 64, 'demonstrations': 40, 'init_model_id': 'sarm2-a',
+                              'model_id': 'sarm2-b'},
+                 'node_episodes': [{'task': tasks[i % 2], 'success': i % 3 == 0,
+                                    'progress_trace': [0.0, 0.5, 0.9]} for i in range(6)]},
+        'evaluate': {'per_task': {t: {'base': rate(4, 15), 'improved': rate(7, 15)}
                                   for t in tasks}, 'method': 'in-process'},
     }
     text = demo.write_report(tmp_path, results, config, {'demos': 12.0, 'reward': 90.0}, 'run1')
     assert '0.0123' in text and '0.0456' in text
-    assert '7/15 = 47%' in text and '3/10 = 30%' in text
+    assert '7/15 = 47%' in text and '3/10 = 30%' in text and '7/10 = 70%' in text
     assert 'compact_vla@0123' in text and '40 scripted episodes' in text
     assert 'demos 12 s' in text and 'no significant change' in text
+    assert 'sarm2-a -> sarm2-b' in text and 'label_rollouts_from_sim' in text
+    # per round and task: pooled success, live and relabelled AUROC, why nothing changed
+    assert '13/34' in text and '0.25' in text and '0.88' in text
+    assert 'all 10 rollouts so far failed' in text
     page = (tmp_path / 'index.html').read_text()
-    assert 'time_linear' in page and '4/15 = 27%' in page and '2/10 = 20%' in page
-    for plot in ('success.png', 'reward_metrics.png', 'live_progress.png'):
+    assert 'time_linear' in page and '4/15 = 27%' in page
+    for plot in ('success.png', 'rounds.png', 'reward_metrics.png', 'live_progress.png'):
         assert (tmp_path / plot).read_bytes()[:4] == b'\x89PNG'
         assert f'src="{plot}"' in page
 

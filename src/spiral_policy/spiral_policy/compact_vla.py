@@ -145,7 +145,8 @@ class CompactVla(nn.Module):
             getattr(self, name).copy_(torch.as_tensor(np.asarray(value), dtype=torch.float32))
 
     def _encode(self, images: torch.Tensor, state: torch.Tensor,
-                text: torch.Tensor) -> torch.Tensor:
+                text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the normalized action chunk [B, H, A] and observation features [B, 2 d]."""
         batch, cameras = images.shape[:2]
         pixels = images.reshape(batch * cameras, *images.shape[2:]).permute(0, 3, 1, 2)
         pixels = pixels.float() / 127.5 - 1.0
@@ -159,11 +160,15 @@ class CompactVla(nn.Module):
         queries = (self.action_queries + self.type_embedding[2]).expand(batch, -1, -1)
         sequence = torch.cat([text_token[:, None], state_token[:, None], tokens, queries], 1)
         out = self.norm(self.encoder(sequence))
-        return self.action_head(out[:, -self.config.chunk_size:])         # normalized
+        chunk = self.config.chunk_size
+        # What the policy perceived (its image tokens after attention) and what it intends (its
+        # action-query tokens), each averaged: a SPIRAL residual's view of the observation.
+        features = torch.cat([out[:, 2:-chunk].mean(dim=1), out[:, -chunk:].mean(dim=1)], -1)
+        return self.action_head(out[:, -chunk:]), features
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """Behaviour-cloning loss (masked L1 on normalized actions) and logs."""
-        predicted = self._encode(batch[IMAGES], batch[STATE], batch[TEXT])
+        predicted, _ = self._encode(batch[IMAGES], batch[STATE], batch[TEXT])
         target = (batch[ACTIONS] - self.action_mean) / self.action_std
         mask = batch[ACTION_MASK].float()[..., None]
         error = functional.l1_loss(predicted, target, reduction='none') * mask
@@ -172,9 +177,19 @@ class CompactVla(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, state: torch.Tensor,
-                text: torch.Tensor) -> torch.Tensor:
-        """Raw (unnormalized) action chunks, float32 [B, chunk_size, action_dim]."""
-        return self._encode(images, state, text) * self.action_std + self.action_mean
+                text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return raw action chunks and observation features.
+
+        Chunks: unnormalized, float32 [B, chunk_size, action_dim]; features: float32
+        [B, 2 d_model] (see ``_encode``).
+        """
+        chunk, features = self._encode(images, state, text)
+        return chunk * self.action_std + self.action_mean, features
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the observation features ``predict`` returns."""
+        return 2 * self.config.d_model
 
 
 def file_sha256(path: Path) -> str:
@@ -237,6 +252,9 @@ class CompactVlaPolicy:
         self.chunk_size = model.config.chunk_size
         self._text_cache: dict[str, torch.Tensor] = {}
         self.weights_sha256 = ''        # set when loaded from a checkpoint (rollout metadata)
+        # Observation features of the latest select_action call (a SPIRAL residual's input).
+        self.feature_dim = model.feature_dim
+        self.last_features: np.ndarray | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> 'CompactVlaPolicy':
@@ -261,6 +279,8 @@ class CompactVlaPolicy:
         if text is None:
             text = torch.from_numpy(instruction_features(obs.instruction, config.text_buckets))
             self._text_cache[obs.instruction] = text
-        chunk = self.model.predict(torch.from_numpy(images)[None],
-                                   torch.from_numpy(obs.joint_positions)[None], text[None])
+        chunk, features = self.model.predict(torch.from_numpy(images)[None],
+                                             torch.from_numpy(obs.joint_positions)[None],
+                                             text[None])
+        self.last_features = features[0].numpy().astype(np.float32)
         return chunk[0].numpy().astype(np.float32)

@@ -49,7 +49,8 @@ def test_forward_and_predict_shapes():
     loss, logs = model(batch)
     loss.backward()
     assert loss.ndim == 0 and 'l1' in logs
-    assert model.predict(batch['images'], batch['state'], batch['text']).shape == (5, 4, 2)
+    chunk, features = model.predict(batch['images'], batch['state'], batch['text'])
+    assert chunk.shape == (5, 4, 2) and features.shape == (5, model.feature_dim)
 
 
 def test_config_validation():
@@ -70,9 +71,10 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     obs = PolicyObservation({'corner': np.zeros((32, 32, 3), np.uint8)},
                             np.zeros(3), 'push the block left')
     images = torch.zeros(1, 1, 16, 16, 3, dtype=torch.uint8)
-    expected = model.predict(images, torch.zeros(1, 3),
-                             torch.from_numpy(instruction_features(obs.instruction, 32))[None])
+    text = torch.from_numpy(instruction_features(obs.instruction, 32))[None]
+    expected, features = model.predict(images, torch.zeros(1, 3), text)
     np.testing.assert_allclose(policy.select_action(obs), expected[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(policy.last_features, features[0].numpy(), atol=1e-5)
     with pytest.raises(ValueError, match='joint state'):
         policy.select_action(PolicyObservation(obs.images, np.zeros(4), 'x'))
     with pytest.raises(ValueError, match='camera'):

@@ -13,8 +13,8 @@ from spiral_policy.spiral.rabc import rabc_weights
 from spiral_policy.spiral.residual import ResidualActor
 from spiral_policy.spiral.residual_policy import best_of_k, observation_batch_from, \
     ResidualPolicy
-from spiral_policy.spiral.targets import blended_targets, chunk_rewards, monte_carlo_returns, \
-    td_targets
+from spiral_policy.spiral.targets import blended_targets, chunk_starts, discounted_returns, \
+    td_targets, terminal_returns, window_rewards
 from spiral_policy.spiral.transitions import build_transitions, observation_batch, Rollout, \
     step_rewards
 from spiral_policy.vla import PolicyObservation
@@ -65,11 +65,15 @@ def random_observation(rng: np.random.Generator) -> PolicyObservation:
 def test_chunked_returns_and_blended_target_match_hand_computation():
     # rewards r0..r4 = .1 .2 .3 .4 .5, chunks of 2, gamma .5: chunks start at frames 0, 2, 4.
     rewards = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
-    totals, discounts = chunk_rewards(rewards, chunk_size=2, gamma=0.5)
+    totals, discounts = window_rewards(rewards, chunk_starts(5, 2), 2, gamma=0.5)
     np.testing.assert_allclose(totals, [0.1 + 0.5 * 0.2, 0.3 + 0.5 * 0.4, 0.5])
     np.testing.assert_allclose(discounts, [0.25, 0.25, 0.5])
-    # G4 = .5; G2 = .5 + .25 * .5 = .625; G0 = .2 + .25 * .625 = .35625
-    np.testing.assert_allclose(monte_carlo_returns(rewards, 2, 0.5), [0.35625, 0.625, 0.5])
+    # G4 = .5; G3 = .4 + .5 * .5 = .65; G2 = .3 + .5 * .65 = .625; G1 = .5125; G0 = .35625
+    np.testing.assert_allclose(discounted_returns(rewards, 0.5),
+                               [0.35625, 0.5125, 0.625, 0.65, 0.5])
+    # The anchor's terminal value p * gamma^(steps remaining).
+    np.testing.assert_allclose(terminal_returns(3, 0.5, 1.0), [0.25, 0.5, 1.0])
+    np.testing.assert_allclose(terminal_returns(3, 0.5, 0.0), [0.0, 0.0, 0.0])
     # TD with next-state values 2.0 and 4.0 (the second transition is terminal).
     td = td_targets(torch.tensor([0.2, 0.5]), torch.tensor([0.25, 0.25]),
                     torch.tensor([0.0, 1.0]), torch.tensor([2.0, 4.0]))
@@ -101,13 +105,12 @@ def test_learner_target_is_blend_of_mc_and_td_over_min_of_target_ensemble():
 def synthetic_rollout(rng: np.random.Generator, name: str, length: int, success: bool,
                       action_value: float = 0.0) -> Rollout:
     config = tiny_config()
-    starts = len(range(0, length, config.chunk_size))
     return Rollout(
         episode_id=name, task='push',
         images={'corner': rng.integers(0, 256, (length, 16, 16, 3), np.uint8)},
         joint_positions=rng.normal(size=(length, 3)).astype(np.float32),
         actions=np.full((length, 2), action_value, np.float32),
-        base_chunks=np.zeros((starts, config.chunk_size, 2), np.float32),
+        base_chunks=np.zeros((length, config.chunk_size, 2), np.float32),
         frame_rewards=np.linspace(0, 0.1, length), success=success)
 
 
@@ -262,3 +265,86 @@ def json_round_trip(config: SpiralConfig) -> dict:
 def test_base_with_wrong_chunk_shape_is_rejected():
     with pytest.raises(ValueError, match='emits chunks of 2 x 2'):
         ResidualPolicy(TinyBasePolicy(), ResidualActor(tiny_config(chunk_size=4)))
+
+
+def test_per_frame_transitions_match_hand_computation():
+    # 5 frames, windows of 2, gamma .5; frame rewards 0 .1 .2 .3 .4 -> action rewards
+    # .1 .2 .3 .4 and the outcome 1.0 on the last action (a success).
+    config = tiny_config(gamma=0.5, success_reward=1.0, transitions='frame')
+    rollout = synthetic_rollout(np.random.default_rng(0), 'e', 5, True)
+    rollout.frame_rewards = np.array([0.0, 0.1, 0.2, 0.3, 0.4])
+    rollout.actions = np.arange(10, dtype=np.float32).reshape(5, 2)
+    rollout.base_chunks = np.arange(20, dtype=np.float32).reshape(5, 2, 2)
+    buffer = build_transitions([rollout], config)
+    assert len(buffer) == 5
+    np.testing.assert_allclose(buffer.chunk_reward, [0.2, 0.35, 0.5, 0.9, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(buffer.discount, [0.25, 0.25, 0.25, 0.25, 0.5])
+    np.testing.assert_array_equal(buffer.done, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(buffer.next_index, [2, 3, 4, 3, 4])
+    # G4 = 1; G3 = .4 + .5; G2 = .3 + .45; G1 = .2 + .375; G0 = .1 + .2875
+    np.testing.assert_allclose(buffer.mc_return, [0.3875, 0.575, 0.75, 0.9, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(buffer.progress_gain, [0.3, 0.5, 0.7, 0.4, 0.0], rtol=1e-6)
+    # Executed actions from each frame on, the last one repeated; the base chunk of each frame.
+    np.testing.assert_array_equal(buffer.actions[3], [[6, 7], [8, 9]])
+    np.testing.assert_array_equal(buffer.actions[4], [[8, 9], [8, 9]])
+    np.testing.assert_array_equal(buffer.base, rollout.base_chunks)
+    np.testing.assert_array_equal(buffer.joints, rollout.joint_positions)
+    # The anchor's Monte-Carlo term: p gamma^(steps remaining), p = 1 even for a failure.
+    rollout.success = False
+    anchor = build_transitions([rollout], tiny_config(gamma=0.5, mc_target='terminal'))
+    np.testing.assert_allclose(anchor.mc_return, [0.0625, 0.125, 0.25, 0.5, 1.0])
+    outcome = build_transitions([rollout], tiny_config(gamma=0.5, mc_target='terminal_success'))
+    np.testing.assert_allclose(outcome.mc_return, np.zeros(5))
+
+
+def test_chunk_transitions_take_the_chunk_starts_of_per_frame_base_chunks():
+    config = tiny_config(gamma=0.5, transitions='chunk')
+    rollout = synthetic_rollout(np.random.default_rng(0), 'e', 5, True)
+    rollout.base_chunks = np.arange(20, dtype=np.float32).reshape(5, 2, 2)
+    buffer = build_transitions([rollout], config)
+    np.testing.assert_array_equal(buffer.base, rollout.base_chunks[[0, 2, 4]])
+    np.testing.assert_array_equal(buffer.next_index, [1, 2, 2])
+    np.testing.assert_array_equal(buffer.done, [0, 0, 1])
+    rollout.base_chunks = rollout.base_chunks[[0, 2]]
+    with pytest.raises(ValueError, match='base_chunks has 2 chunks'):
+        build_transitions([rollout], config)
+    with pytest.raises(ValueError, match='per-frame transitions need'):
+        build_transitions([rollout], tiny_config(transitions='frame'))
+
+
+class FeatureBase(TinyBasePolicy):
+    """A base that also reports observation features (as the compact VLA does)."""
+
+    feature_dim = 3
+
+    def select_action(self, obs: PolicyObservation) -> np.ndarray:
+        self.last_features = np.asarray(obs.joint_positions, np.float32) * 2.0
+        return super().select_action(obs)
+
+
+def test_residual_on_the_base_features_reads_them_and_not_the_pixels():
+    config = tiny_config(observation='base_features', base_feature_dim=3, updates=20)
+    rng = np.random.default_rng(0)
+    rollouts = [synthetic_rollout(rng, f'e{i}', 4, i % 2 == 0) for i in range(4)]
+    for rollout in rollouts:
+        rollout.base_features = rng.normal(size=(4, 3)).astype(np.float32)
+    buffer = build_transitions(rollouts, config)
+    np.testing.assert_array_equal(buffer.features[:4], rollouts[0].base_features)
+    learner = SpiralLearner(config, seed=0)
+    learner.train(buffer)
+    with torch.no_grad():
+        learner.actor.head.weight.normal_()  # a non-zero residual, to see what it reads
+    base = FeatureBase()
+    policy = ResidualPolicy(base, learner.actor)
+    obs = random_observation(rng)
+    chunk = policy.select_action(obs)
+    other_pixels = PolicyObservation({'corner': 255 - obs.images['corner']}, obs.joint_positions,
+                                     obs.instruction)
+    np.testing.assert_allclose(policy.select_action(other_pixels), chunk)
+    batch = observation_batch_from(obs, policy.last_base_chunk, config, base.last_features)
+    torch.testing.assert_close(batch['features'][0], torch.from_numpy(base.last_features))
+    rollouts[0].base_features = None
+    with pytest.raises(ValueError, match='base_features has shape'):
+        build_transitions(rollouts, config)
+    with pytest.raises(ValueError, match='provides none'):
+        ResidualPolicy(TinyBasePolicy(), learner.actor)

@@ -33,9 +33,11 @@ PERIOD_NS = 50_000_000
 JOINT_NAMES = tuple(f'joint{i}' for i in range(9))
 
 
-def tiny_config() -> SpiralConfig:
-    return SpiralConfig(chunk_size=2, feature_image_size=8, hidden_dim=16, num_critics=2,
-                        batch_size=16, updates=5, best_of_k=2)
+def tiny_config(**overrides) -> SpiralConfig:
+    # Chunk transitions: these bags record the base's actions, not its chunk at every frame.
+    values = {'chunk_size': 2, 'feature_image_size': 8, 'hidden_dim': 16, 'num_critics': 2,
+              'batch_size': 16, 'updates': 5, 'best_of_k': 2, 'transitions': 'chunk'}
+    return SpiralConfig(**{**values, **overrides})
 
 
 def write_bag(path: Path, task: str = 'push-v3', frames: int = 7, cameras=('corner',),
@@ -97,7 +99,7 @@ def test_round_from_bags_skips_bad_ones_and_writes_checkpoint_and_report(tmp_pat
     assert {e['reward_model_id'] for e in report['episodes']} == {'time_linear'}
     reasons = {s['episode_id']: s['reason'] for s in report['skipped']}
     assert 'pick-place-v3' in reasons['other_task']
-    assert 'no base actions' in reasons['no_base']
+    assert 'no base chunks recorded' in reasons['no_base']
     assert "missing camera(s) ['corner']" in reasons['wrong_camera']
     assert report['input_success_rate'] == pytest.approx(2 / 3)
     assert 'no_images' in caplog.text  # reported by the bag reader, not a crash
@@ -201,6 +203,52 @@ def test_repeated_skip_reasons_are_logged_once_and_counted(caplog):
     assert sum('drawer-open-v3' in w for w in warnings) == 2, warnings
     assert any(w.startswith('skipped 2 more episodes:') for w in warnings), warnings
     assert sum('no base actions' in w for w in warnings) == 1, warnings
+
+
+class LinearBase:
+    """A deterministic base policy over 9 joints: chunk k = tanh(W joints) + 0.1 k."""
+
+    policy_id = 'linear_base'
+    action_dim = 4
+    chunk_size = 2
+
+    def __init__(self):
+        self.weights = np.linspace(-0.5, 0.5, 36, dtype=np.float32).reshape(9, 4)
+
+    def reset(self):
+        pass
+
+    def select_action(self, obs):
+        action = np.tanh(np.asarray(obs.joint_positions, np.float32) @ self.weights)
+        return np.stack([action, action + 0.1]).astype(np.float32)
+
+
+def test_per_frame_transitions_from_a_bag_match_a_hand_computed_example(tmp_path):
+    from sarm2_common.bag_dataset import read_episodes
+    from spiral_policy.spiral.transitions import build_transitions
+
+    bag = write_bag(tmp_path / 'rollout', frames=5, success=True)
+    [episode] = read_episodes(bag)
+    base = LinearBase()
+    config = tiny_config(transitions='frame', gamma=0.5, success_reward=1.0)
+    data = prepare_round([episode], TimeLinearLabeler(), config, base=base)
+    buffer = build_transitions(data.rollouts, config)
+    # Time-linear labels of 5 frames: frame rewards 0 .25 .25 .25 .25, so the action rewards
+    # are .25 .25 .25 .25 and the outcome 1.0 on the last action.
+    assert len(buffer) == 5
+    np.testing.assert_allclose(buffer.chunk_reward, [0.375, 0.375, 0.375, 0.75, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(buffer.discount, [0.25, 0.25, 0.25, 0.25, 0.5])
+    np.testing.assert_array_equal(buffer.done, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(buffer.next_index, [2, 3, 4, 3, 4])
+    # G4 = 1; G3 = .25 + .5; G2 = .25 + .375; G1 = .25 + .3125; G0 = .25 + .28125
+    np.testing.assert_allclose(buffer.mc_return, [0.53125, 0.5625, 0.625, 0.75, 1.0], rtol=1e-6)
+    # The base chunk of every frame, recomputed from the bag's joint states.
+    for frame in range(5):
+        obs = type('Obs', (), {'joint_positions': episode.joint_positions[frame]})
+        np.testing.assert_allclose(buffer.base[frame], base.select_action(obs), rtol=1e-6)
+    # Executed actions from each frame on, as recorded, the last one repeated.
+    np.testing.assert_allclose(buffer.actions[3], episode.actions[3:5])
+    np.testing.assert_allclose(buffer.actions[4], episode.actions[[4, 4]])
 
 
 @pytest.fixture

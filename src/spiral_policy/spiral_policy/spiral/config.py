@@ -11,6 +11,9 @@ import json
 from pathlib import Path
 
 REWARD_SOURCES = ('dense', 'sparse')
+TRANSITIONS = ('frame', 'chunk')
+OBSERVATIONS = ('pixels', 'base_features')
+MC_TARGETS = ('rewards', 'terminal', 'terminal_success')
 
 
 @dataclass
@@ -22,8 +25,13 @@ class SpiralConfig:
     chunk_size: int = 8
     joint_dim: int = 9
     cameras: tuple[str, ...] = ('corner',)
-    # Images are average-pooled to this size before the small CNN encoder.
+    # What the residual and the critics see besides the joints and the base chunk: 'pixels', the
+    # camera images average-pooled to feature_image_size for a small CNN trained with them, or
+    # 'base_features', the frozen base policy's own observation features (the anchor feeds the
+    # VLA's pooled vision features; base_feature_dim must match the base's).
+    observation: str = 'pixels'
     feature_image_size: int = 32
+    base_feature_dim: int = 0
     hidden_dim: int = 256
     # The residual is `residual_scale * tanh(.)`: a bounded correction around the base action.
     residual_scale: float = 0.3
@@ -32,6 +40,12 @@ class SpiralConfig:
     gamma: float = 0.99
     # Weight of the Monte-Carlo return in the critic target (1 - alpha goes to the TD target).
     mc_alpha: float = 0.5
+    # Which Monte-Carlo return (targets.py): 'rewards' is the observed discounted return of
+    # this config's rewards; 'terminal' is the anchor's p * gamma^(steps remaining) with p = 1;
+    # 'terminal_success' the same with p = the observed outcome (1 success, 0 failure).
+    mc_target: str = 'rewards'
+    # Where transitions start: every frame (the anchor) or only at the policy's chunk starts.
+    transitions: str = 'frame'
     # TD3 target smoothing, in action units, applied to the next-state action.
     target_noise: float = 0.1
     target_noise_clip: float = 0.25
@@ -85,6 +99,14 @@ class SpiralConfig:
         if self.action_low >= self.action_high:
             raise ValueError(f'SpiralConfig.action_low ({self.action_low}) must be below '
                              f'action_high ({self.action_high})')
+        for name, allowed in (('mc_target', MC_TARGETS), ('transitions', TRANSITIONS),
+                              ('observation', OBSERVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f'SpiralConfig.{name} must be one of {allowed}, '
+                                 f'got {getattr(self, name)!r}')
+        if self.observation == 'base_features' and self.base_feature_dim < 1:
+            raise ValueError("SpiralConfig.base_feature_dim must be >= 1 with observation "
+                             "'base_features' (the size of the base policy's features)")
         if self.reward_source not in REWARD_SOURCES:
             raise ValueError(f'SpiralConfig.reward_source must be one of {REWARD_SOURCES}, '
                              f'got {self.reward_source!r}')

@@ -43,6 +43,14 @@ REPORT_FILE = 'round_report.json'
 # Episode.metadata keys a recorder may use for the base policy's own output.
 BASE_CHUNKS_KEY = 'base_chunks'     # float [N, H, A], one chunk per chunk start
 BASE_ACTIONS_KEY = 'base_actions'   # float [T, A], the base action of every step
+# float [T, H, A]: the base chunk at every frame (per-frame transitions); ``prepare_round``
+# stores the chunks it recomputes here, so an episode used in several rounds is computed once.
+FRAME_BASE_CHUNKS_KEY = 'frame_base_chunks'
+# float [T, F]: the base's observation features at every frame (a residual reading them).
+FRAME_BASE_FEATURES_KEY = 'frame_base_features'
+# Rollouts of a deployed residual record ``<base id>+spiral:<residual id>`` as their policy id;
+# their recorded "base" actions are the deployed policy's (base + residual), not the base's.
+RESIDUAL_POLICY_MARK = '+spiral:'
 
 
 @dataclass
@@ -86,53 +94,93 @@ def episode_problem(episode: Episode, config: SpiralConfig, task: str | None) ->
     return None
 
 
-def recorded_base_chunks(episode: Episode, config: SpiralConfig) -> np.ndarray | None:
-    """Return the base policy's chunks recorded in the episode metadata, or None if absent."""
+def recorded_base_outputs(episode: Episode,
+                          config: SpiralConfig) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Return the base policy's chunks (and features) recorded with the episode, or None.
+
+    Chunks per frame ([T, H, A]) when recorded so; otherwise one per chunk start. Actions
+    recorded by a deployed residual policy are not the base's and are ignored (None), and so is
+    everything when the residual needs base features the episode does not hold.
+    """
+    needs_features = config.observation == 'base_features'
+    features = episode.metadata.get(FRAME_BASE_FEATURES_KEY)
+    if features is not None:
+        features = np.asarray(features, np.float32)
+        if features.shape != (len(episode), config.base_feature_dim):
+            features = None
+    if needs_features and features is None:
+        return None
+    frame_chunks = episode.metadata.get(FRAME_BASE_CHUNKS_KEY)
+    expected = (config.chunk_size, config.action_dim)
+    if frame_chunks is not None:
+        frame_chunks = np.asarray(frame_chunks, np.float32)
+        if frame_chunks.shape == (len(episode), *expected):
+            return frame_chunks, features
+    if config.transitions == 'frame' or needs_features:
+        return None
     starts = chunk_starts(len(episode), config.chunk_size)
     chunks = episode.metadata.get(BASE_CHUNKS_KEY)
     if chunks is not None:
         chunks = np.asarray(chunks, np.float32)
-        expected = (len(starts), config.chunk_size, config.action_dim)
-        return chunks if chunks.shape == expected else None
+        return (chunks, None) if chunks.shape == (len(starts), *expected) else None
     actions = episode.metadata.get(BASE_ACTIONS_KEY)
-    if actions is None:
+    if actions is None or RESIDUAL_POLICY_MARK in str(episode.metadata.get('policy_id', '')):
         return None
     actions = np.asarray(actions, np.float32)
     if actions.shape != (len(episode), config.action_dim):
         return None
     padded = np.concatenate([actions, np.repeat(actions[-1:], config.chunk_size, axis=0)])
-    return np.stack([padded[s:s + config.chunk_size] for s in starts])
+    return np.stack([padded[s:s + config.chunk_size] for s in starts]), None
 
 
-def recompute_base_chunks(episode: Episode, base: VlaPolicy, config: SpiralConfig) -> np.ndarray:
-    """Query the frozen base policy on the recorded observations at every chunk start."""
+def recompute_base_outputs(episode: Episode, base: VlaPolicy,
+                           config: SpiralConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """Query the frozen base policy on the recorded observation of every frame.
+
+    Returns its chunks, float32 [T, H, A], and its observation features, float32 [T, F] (None
+    when the base has none). Both are kept in the episode's metadata for later rounds.
+    """
     base.reset()
-    chunks = []
-    for start in chunk_starts(len(episode), config.chunk_size):
-        obs = PolicyObservation(images={c: episode.images[c][start] for c in episode.images},
-                                joint_positions=episode.joint_positions[start],
+    chunks, features = [], []
+    for frame in range(len(episode)):
+        obs = PolicyObservation(images={c: episode.images[c][frame] for c in episode.images},
+                                joint_positions=episode.joint_positions[frame],
                                 instruction=episode.instruction)
         chunks.append(check_chunk(base.select_action(obs), config.chunk_size, config.action_dim))
-    return np.stack(chunks).astype(np.float32)
+        features.append(getattr(base, 'last_features', None))
+    chunks = np.stack(chunks).astype(np.float32)
+    episode.metadata[FRAME_BASE_CHUNKS_KEY] = chunks
+    if any(f is None for f in features):
+        return chunks, None
+    features = np.stack(features).astype(np.float32)
+    episode.metadata[FRAME_BASE_FEATURES_KEY] = features
+    return chunks, features
 
 
 def prepare_round(episodes: list[Episode], labeler: RewardLabeler | None, config: SpiralConfig,
                   task: str | None = None, base: VlaPolicy | None = None,
                   progress: bool = False) -> RoundData:
-    """Check, relabel and convert episodes; ``labeler`` None is allowed for sparse rewards."""
+    """Check, relabel and convert episodes; ``labeler`` None is allowed for sparse rewards.
+
+    Base chunks come from the episode where it recorded the base's own (``recorded_base_outputs``);
+    otherwise ``base`` recomputes them at every frame (exact for a deterministic base such as the
+    compact VLA); without either, the episode is skipped.
+    """
     data = RoundData()
     for episode in tqdm(episodes, desc='relabel', disable=not progress, unit='episode'):
         problem = episode_problem(episode, config, task)
         if problem:
             data.skip(episode.episode_id, problem)
             continue
-        base_chunks = recorded_base_chunks(episode, config)
-        if base_chunks is None:
+        outputs = recorded_base_outputs(episode, config)
+        if outputs is None:
             if base is None:
-                data.skip(episode.episode_id, 'no base actions recorded and no base policy '
-                          'given to recompute them (pass --base-checkpoint)')
+                data.skip(episode.episode_id, 'no base chunks recorded for these transitions '
+                          f'({config.transitions}) and no base policy given to recompute them '
+                          '(pass --base-checkpoint)')
                 continue
-            base_chunks = recompute_base_chunks(episode, base, config)
+            outputs = recompute_base_outputs(episode, base, config)
+        base_chunks, base_features = outputs
         if labeler is None:
             if config.reward_source != 'sparse':
                 raise ValueError('dense rewards need a reward labeler')
@@ -148,6 +196,7 @@ def prepare_round(episodes: list[Episode], labeler: RewardLabeler | None, config
             images={c: episode.images[c] for c in config.cameras},
             joint_positions=np.asarray(episode.joint_positions, np.float32),
             actions=np.asarray(episode.actions, np.float32), base_chunks=base_chunks,
+            base_features=base_features,
             frame_rewards=np.asarray(rewards, np.float64), success=bool(episode.success),
             reward_model_id=labeler_id,
             metadata={'policy_id': str(episode.metadata.get('policy_id', ''))}))
@@ -266,6 +315,8 @@ def main(argv=None) -> int:
         print(f'spiral_update: {error}', file=sys.stderr)
         return 2
     report.update({'round': args.round, 'method': args.method, 'reward': args.reward,
+                   'reward_checkpoint': (str(args.reward_checkpoint.resolve())
+                                         if args.reward == 'sarm2' else None),
                    'bags': [str(p) for p in args.bags],
                    'init': str(args.init) if args.init else None})
     metadata = {'round': args.round, 'method': args.method, 'reward': args.reward,

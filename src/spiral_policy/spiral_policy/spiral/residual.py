@@ -3,6 +3,8 @@
 Batch keys (B = batch, C = cameras, S = feature image size, J = joints, H = chunk, A = action):
 
 - ``images``: uint8 [B, C, S, S, 3] (already pooled to ``feature_image_size``)
+- ``features``: float32 [B, F], the base policy's observation features (``observation`` =
+  'base_features'; F = ``base_feature_dim``, 0 otherwise)
 - ``joints``: float32 [B, J]
 - ``base``: float32 [B, H, A], the frozen base policy's chunk for this observation
 
@@ -19,6 +21,7 @@ from torch import nn
 from spiral_policy.spiral.config import SpiralConfig
 
 IMAGES = 'images'
+FEATURES = 'features'
 JOINTS = 'joints'
 BASE = 'base'
 
@@ -44,10 +47,16 @@ def pool_images(images: dict[str, np.ndarray], cameras: tuple[str, ...], size: i
 
 
 class ObservationEncoder(nn.Module):
-    """Small CNN over the pooled camera images, concatenated with joints and the base chunk."""
+    """Images (small CNN) or the base's features, concatenated with joints and the base chunk."""
 
     def __init__(self, config: SpiralConfig):
         super().__init__()
+        self.uses_base_features = config.observation == 'base_features'
+        if self.uses_base_features:
+            self.image_proj = nn.Sequential(nn.Linear(config.base_feature_dim, 128),
+                                            nn.LayerNorm(128), nn.Tanh())
+            self.output_dim = 128 + config.joint_dim + config.chunk_flat_dim
+            return
         channels = 3 * len(config.cameras)
         self.cnn = nn.Sequential(
             nn.Conv2d(channels, 16, 3, stride=2, padding=1), nn.ReLU(),
@@ -61,10 +70,14 @@ class ObservationEncoder(nn.Module):
         self.output_dim = 128 + config.joint_dim + config.chunk_flat_dim
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        images = batch[IMAGES]
-        b, c, s, _, _ = images.shape
-        pixels = images.permute(0, 1, 4, 2, 3).reshape(b, c * 3, s, s).float() / 255.0
-        image_features = self.image_proj(self.cnn(pixels))
+        b = batch[JOINTS].shape[0]
+        if self.uses_base_features:
+            image_features = self.image_proj(batch[FEATURES].float())
+        else:
+            images = batch[IMAGES]
+            _, c, s, _, _ = images.shape
+            pixels = images.permute(0, 1, 4, 2, 3).reshape(b, c * 3, s, s).float() / 255.0
+            image_features = self.image_proj(self.cnn(pixels))
         return torch.cat([image_features, batch[JOINTS].float(),
                           batch[BASE].reshape(b, -1).float()], dim=-1)
 

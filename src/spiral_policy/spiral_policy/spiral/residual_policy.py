@@ -8,6 +8,8 @@ The policy node builds it exactly like any other policy::
 
 and then only calls ``reset()`` and ``select_action(obs)``. After each call, ``last_base_chunk``
 holds the base policy's own chunk, so a recorder can store it next to the executed actions.
+A residual that reads the base's observation features (``SpiralConfig.observation``
+'base_features') takes them from the base's ``last_features`` after its ``select_action``.
 """
 
 import hashlib
@@ -19,20 +21,28 @@ import torch
 from spiral_policy.spiral.config import SpiralConfig
 from spiral_policy.spiral.critic import CriticEnsemble
 from spiral_policy.spiral.learner import ACTOR_FILE, read_metadata, SpiralLearner
-from spiral_policy.spiral.residual import BASE, compose, IMAGES, JOINTS, pool_images, \
-    ResidualActor
+from spiral_policy.spiral.residual import BASE, compose, FEATURES, IMAGES, JOINTS, \
+    pool_images, ResidualActor
 from spiral_policy.vla import check_chunk, PolicyObservation, VlaPolicy
 
 
-def observation_batch_from(obs: PolicyObservation, base_chunk: np.ndarray,
-                           config: SpiralConfig) -> dict[str, torch.Tensor]:
+def observation_batch_from(obs: PolicyObservation, base_chunk: np.ndarray, config: SpiralConfig,
+                           base_features: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Build a batch of one observation for the residual actor and critic."""
     images = pool_images(obs.images, config.cameras, config.feature_image_size)
     joints = np.asarray(obs.joint_positions, np.float32).reshape(-1)
     if joints.shape[0] != config.joint_dim:
         raise ValueError(f'observation has {joints.shape[0]} joint positions, the residual '
                          f'was trained with {config.joint_dim}')
-    return {IMAGES: torch.from_numpy(images[None]), JOINTS: torch.from_numpy(joints[None]),
+    features = np.zeros(0, np.float32)
+    if config.observation == 'base_features':
+        features = np.asarray(base_features if base_features is not None else [],
+                              np.float32).reshape(-1)
+        if features.shape[0] != config.base_feature_dim:
+            raise ValueError(f'the residual reads {config.base_feature_dim} base features, the '
+                             f'base policy gave {features.shape[0]}')
+    return {IMAGES: torch.from_numpy(images[None]), FEATURES: torch.from_numpy(features[None]),
+            JOINTS: torch.from_numpy(joints[None]),
             BASE: torch.from_numpy(np.asarray(base_chunk, np.float32)[None])}
 
 
@@ -64,6 +74,11 @@ class ResidualPolicy:
             raise ValueError('best_of_k > 1 needs a trained critic to score candidates')
         if exploration_noise < 0:
             raise ValueError(f'exploration_noise must be >= 0, got {exploration_noise}')
+        if config.observation == 'base_features' and \
+                getattr(base, 'feature_dim', None) != config.base_feature_dim:
+            raise ValueError(f'the residual reads {config.base_feature_dim} observation features '
+                             f'of its base; base policy {base.policy_id!r} provides '
+                             f'{getattr(base, "feature_dim", "none")}')
         self.base = base
         self.actor = actor.eval()
         self.critic = critic.eval() if critic is not None else None
@@ -114,7 +129,8 @@ class ResidualPolicy:
             raise ValueError(f'base policy returned {base_chunk.shape[0]} actions, the residual '
                              f'needs full chunks of {config.chunk_size}')
         self.last_base_chunk = base_chunk
-        batch = observation_batch_from(obs, base_chunk, config)
+        batch = observation_batch_from(obs, base_chunk, config,
+                                       getattr(self.base, 'last_features', None))
         with torch.no_grad():
             chunk = compose(batch[BASE], self.actor(batch), config)
             if self.best_of_k > 1:
