@@ -25,7 +25,7 @@ Methods (all share the frozen base, round 0's data and the evaluation initial st
 
 Episodes run through the policy node's control core (chunk execution + safety filter) on the
 simulated arm's ROS-free core. With the VLA base every episode is recorded as a bag in the
-policy node's layout (``spiral_policy.rollout_bags``) and read back like a node rollout, and the
+policy node's layout (``sarm2_bringup.rollout_bags``) and read back like a node rollout, and the
 update is ``spiral_update``'s (``prepare_round`` + ``train_round``): the base's chunk at every
 frame is recomputed from the recorded images. The biased expert reads the simulator, so its
 episodes stay in memory with the base's chunk recorded live. The deployed ``ResidualPolicy`` is
@@ -59,7 +59,7 @@ from sarm2_sim.sim_arm import SimArm, SimArmConfig
 from sarm2_sim.sim_labels import demonstration_scales, label_from_truth, read_rollout_truth
 from spiral_policy.bc_training import BcTrainingConfig, train as train_vla
 from spiral_policy.compact_vla import CompactVlaConfig, CompactVlaPolicy
-from spiral_policy.rollout_bags import record_sim_rollouts
+from sarm2_bringup.rollout_bags import record_sim_rollouts
 from spiral_policy.sim_evaluation import (run_sim_episode, sim_control_core, SimEpisodeRecorder,
                                           wilson_interval)
 from spiral_policy.spiral.config import MC_TARGETS, OBSERVATIONS, SpiralConfig, \

@@ -257,7 +257,7 @@ def run_inprocess(ctx: RunContext, round_number: int, task: str, residual: Path 
     ``kind`` 'explore': the base with exploration noise instead (round 0).
     """
     from sarm2_reward.backend import Sarm2Backend
-    from spiral_policy.rollout_bags import record_sim_rollouts
+    from .rollout_bags import record_sim_rollouts
 
     config = ctx.config
     image_size, cameras = vla_image_size(config)

@@ -144,7 +144,9 @@ def derive_segments(steps: np.ndarray, times: np.ndarray, progress: np.ndarray,
                          np.ones(window) / window, mode='valid')
     step_edges = np.append(np.arange(steps[0], steps[-1], BLOCK_STEPS), steps[-1])
     level = np.interp(step_edges, steps, smooth)
-    edges = np.interp(step_edges, steps, times)
+    # Ground truth stamped just before the first recorded frame (the simulator steps before the
+    # policy's first observation) would give a segment that starts before the bag does.
+    edges = np.clip(np.interp(step_edges, steps, times), 0.0, duration)
     edges[-1] = duration
     kinds = []
     for change, length in zip(np.diff(level), np.diff(step_edges)):

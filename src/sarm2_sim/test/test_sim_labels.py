@@ -12,8 +12,12 @@ PERIOD_NS = 50_000_000                 # 20 Hz, as the simulated arm
 TASK = 'button-press-topdown-v3'
 
 
-def write_rollout(path, shaped_reward, success_at=None, truth_id=None, truth=True):
-    """Write a rollout bag: a 16 px frame per shaped-reward value, ground truth on each."""
+def write_rollout(path, shaped_reward, success_at=None, truth_id=None, truth=True,
+                  truth_lead_ns=0):
+    """Write a rollout bag: a 16 px frame per shaped-reward value, ground truth on each.
+
+    ``truth_lead_ns``: the truth is stamped that much before its frame.
+    """
     with bag_io.BagWriter(path) as bag:
         bag.write(bag_io.METADATA_TOPIC, bag_io.metadata_message(
             0, bag_io.METADATA_START, path.name, TASK, 'press the button', 3), 0)
@@ -23,7 +27,7 @@ def write_rollout(path, shaped_reward, success_at=None, truth_id=None, truth=Tru
                 np.full((16, 16, 3), k, np.uint8), stamp, 'corner'), stamp)
             if truth:
                 bag.write(bag_io.GROUND_TRUTH_TOPIC, bag_io.ground_truth_message(
-                    stamp, TASK, truth_id or path.name, k,
+                    stamp - truth_lead_ns, TASK, truth_id or path.name, k,
                     success_at is not None and k >= success_at, 0, 'reach', reward), stamp)
         end = (len(shaped_reward) - 1) * PERIOD_NS
         # The recorder's own verdict says success: the label must follow the simulator instead.
@@ -58,6 +62,16 @@ def test_failed_rollout_progress_and_segments_come_from_the_shaped_reward(tmp_pa
     np.testing.assert_allclose(curve[[20, 40, 60, 80]], [0.3, 0.6, 0.6, 0.3], atol=1e-9)
     good = load_label(solved)
     assert good.success and good.final_progress == 1.0 and good.segments == ()
+
+
+def test_truth_stamped_before_the_first_frame_gives_segments_inside_the_bag(tmp_path):
+    # The simulator steps (and stamps its truth) just before the policy's first observation.
+    # It backs off from the start: the first segment begins at the first frame.
+    bag = write_rollout(tmp_path / 'early', np.linspace(6.0, 2.0, 41), truth_lead_ns=400_000)
+    assert main([str(tmp_path)]) == 0
+    label = load_label(bag)
+    assert label.segments[0].start == 0.0
+    assert all(0.0 <= s.start < s.end <= label.duration for s in label.segments)
 
 
 def test_a_failure_near_the_goal_is_capped_below_success(tmp_path):

@@ -310,8 +310,11 @@ def test_lrm_labeler_held_rewards_and_unreachable_vlm(tmp_path, vlm_server, caps
         source, LrmConfig(query_every=4, mode='progress')).labeler_id
     # A VLM that never answers labels nothing: every episode is skipped, the round exits 2.
     write_bag(tmp_path / 'rollout')
+    config_path = tmp_path / 'spiral.json'
+    config_path.write_text(tiny_config().to_json())   # chunk transitions: no base policy needed
     code = main([str(tmp_path / 'rollout'), '--out', str(tmp_path / 'out'), '--reward', 'lrm',
-                 '--lrm-endpoint', 'http://127.0.0.1:9/v1', '--lrm-model', 'm'])
+                 '--lrm-endpoint', 'http://127.0.0.1:9/v1', '--lrm-model', 'm',
+                 '--config', str(config_path)])
     assert code == 2
     assert "no answer from the VLM (1 queries: {'failed_http': 1})" in capsys.readouterr().err
     assert main([str(tmp_path / 'rollout'), '--out', str(tmp_path / 'out'), '--reward',
