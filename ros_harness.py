@@ -184,6 +184,27 @@ def settle_discovery() -> None:
     time.sleep(1.0)
 
 
+def call_idempotent(node, client, request, timeout: float = 30.0, answer_within: float = 3.0):
+    """Call an idempotent service from ``node`` (spun here) until it answers; return the answer.
+
+    Fast DDS drops a response that the server sends before it has discovered the client's reply
+    reader (it waits 100 ms, then logs "client will not receive response": ros2/ros2#1253), and
+    wait_for_service only proves the request side is matched. Seen on the 2-core machine under
+    load; a request whose effect does not depend on how often it arrives can simply be resent.
+    """
+    import rclpy
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(
+            node, future, timeout_sec=max(0.0, min(answer_within, deadline - time.monotonic())))
+        if future.done():
+            return future.result()
+        client.remove_pending_request(future)
+    raise AssertionError(f'no answer from {client.srv_name} within {timeout} s')
+
+
 def unique_name(prefix: str = 'policy_node') -> str:
     """Return ``prefix`` with a random suffix, a node name no earlier test has used.
 

@@ -23,8 +23,8 @@ import uuid
 import numpy as np
 import pytest
 
-from ros_harness import (BackgroundNode, CONFIG_DIR, NodeLauncher, settle_discovery, unique_name,
-                         wait_future, wait_until)
+from ros_harness import (BackgroundNode, call_idempotent, CONFIG_DIR, NodeLauncher,
+                         settle_discovery, unique_name, wait_future, wait_until)
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / 'install' / 'spiral_policy' / 'lib' / 'spiral_policy' / 'policy_node'
@@ -550,11 +550,8 @@ def test_use_sim_time_can_be_set(ros, start_node, tiny_checkpoint, tmp_path):
         assert client.wait_for_service(30), node.output()
         value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True)
         request = SetParameters.Request(parameters=[Parameter(name='use_sim_time', value=value)])
-        future = client.call_async(request)
-        import rclpy
-
-        rclpy.spin_until_future_complete(probe, future, timeout_sec=30)
-        assert future.result().results[0].successful, future.result()
+        answer = call_idempotent(probe, client, request)
+        assert answer.results[0].successful, answer
     finally:
         probe.destroy_node()
     assert node.alive() and 'TypeError' not in node.output()
