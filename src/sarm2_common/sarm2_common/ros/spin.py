@@ -44,12 +44,21 @@ def params_file_problem(args) -> str:
     """
     import yaml
 
+    class ParamsLoader(yaml.SafeLoader):
+        """Safe YAML plus the tuples that launch_ros writes.
+
+        ``Node(parameters=[{'cameras': [...]}])`` becomes ``cameras: !!python/tuple [...]`` in
+        launch_ros's temporary params file, which rcl reads as a list.
+        """
+
+    ParamsLoader.add_constructor('tag:yaml.org,2002:python/tuple',
+                                 yaml.SafeLoader.construct_sequence)
     args = list(sys.argv if args is None else args)
     for flag, path in zip(args, args[1:]):
         if flag != '--params-file':
             continue
         try:
-            document = yaml.safe_load(Path(path).read_text())
+            document = yaml.load(Path(path).read_text(), Loader=ParamsLoader)  # noqa: S506
         except OSError as error:
             return f'params file {path}: {error.strerror}'
         except yaml.YAMLError as error:
