@@ -470,7 +470,7 @@ def section_name(args) -> str:
 
 
 def reward_description(args, settings: dict) -> str:
-    if args.flywheel_reward == 'sim_truth':
+    if args.flywheel_reward == 'sim_labels':
         flywheel = ("the progress curves of the rollouts' labels from the simulator's truth "
                     '(privileged, to separate SPIRAL from reward quality)')
     elif args.flywheel_reward == 'demo':
