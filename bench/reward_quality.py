@@ -122,7 +122,7 @@ def parse_args(argv=None):
     rollouts.add_argument('--finetune-lr', type=float, default=3e-4)
     rollouts.add_argument('--rollout-share', type=float, default=0.5,
                           help='share of fine-tuning frames drawn from labelled rollouts')
-    rollouts.add_argument('--label-segments', choices=SEGMENT_MODES, default='reward',
+    rollouts.add_argument('--label-segments', choices=SEGMENT_MODES, default='failures',
                           help='segments of the simulator labels (label_rollouts_from_sim)')
     rollouts.add_argument('--vla-demos-per-task', type=int, help='demos the VLA is cloned from')
     rollouts.add_argument('--vla-steps', type=int, help='behaviour-cloning steps of the VLA')
@@ -133,7 +133,7 @@ def parse_args(argv=None):
              'v1_steps': 200, 'rollouts_per_task': 16, 'finetune_steps': 200,
              'vla_demos_per_task': 10, 'vla_steps': 400}
     full = {'seeds': 3, 'episodes_per_task': 20, 'heldout_episodes': 10, 'steps': 2000,
-            'v1_steps': 500, 'rollouts_per_task': 66, 'finetune_steps': 600,
+            'v1_steps': 500, 'rollouts_per_task': 66, 'finetune_steps': 1200,
             'vla_demos_per_task': 20, 'vla_steps': 1000}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:

@@ -25,7 +25,8 @@ How the truth becomes a label (frame times are seconds since the first camera fr
   task, the shaped reward divided by 10. Why: the shaped reward and demonstration time disagree
   (window-close's reward stays near 1/10 for the first ~65% of a demonstration), and labels on
   another scale than the demonstrations' teach the model two answers for the same states;
-- ``segments`` (``--segments reward``, the default): the same shaped reward, divided by 10 and
+- ``segments`` of a failed rollout (``--segments failures``, the default): the same shaped
+  reward, divided by 10 and
   averaged over ``SMOOTHING_STEPS`` simulator steps (centred), is read in blocks of
   ``BLOCK_STEPS`` steps (1 s at the sim node's 20 Hz; steps, not seconds, because in-process
   rollouts are stamped in simulated time, node rollouts in wall time). A block where it rose by
@@ -35,7 +36,13 @@ How the truth becomes a label (frame times are seconds since the first camera fr
   seconds through the ground truth's stamps. A shorter last block is judged by its rate; in a
   successful rollout the last block is always progress (it ends at the goal). If mistakes would
   outweigh progress (no positive base slope exists), they are marked ``adjust`` instead.
-  ``--segments none`` writes no segments (a straight line to the final progress);
+  A successful rollout gets no segments by default (a straight line from 0 to 1): the shaped
+  reward is a poor witness of *how* a success went. Window-close's stays near 1/10 for the whole
+  approach to the window, so its blocks read as ``adjust`` for ~75% of every successful rollout,
+  a curve flat at 0 where the demonstrations rise to ~0.65; fine-tuning on such labels tripled
+  the reward model's error on window-close demonstrations (docs/benchmarks.md, reward_quality,
+  the labelling rule table). ``--segments reward`` marks successes the same way as failures;
+  ``--segments none`` writes no segments at all;
 - ``catastrophic_time``: never set (Meta-World has no notion of an unrecoverable state);
 - ``labeller``: kind ``simulator``, name ``label_rollouts_from_sim`` (``... demo scale`` when
   calibrated on demonstrations); ``bag_digest`` ties the label to the recording.
@@ -71,7 +78,7 @@ SHAPED_REWARD_SCALE = 10.0          # Meta-World's shaped rewards lie in 0..10
 SMOOTHING_STEPS = 10
 BLOCK_STEPS = 20
 FLAT_PER_BLOCK = 0.05               # normalized shaped-reward change per block that counts
-SEGMENT_MODES = ('reward', 'none')
+SEGMENT_MODES = ('failures', 'reward', 'none')
 
 
 @dataclass
@@ -212,7 +219,7 @@ def demonstration_scales(demo_bags) -> dict[str, ProgressScale]:
             for task, (r, p) in pairs.items()}
 
 
-def label_from_truth(truth: RolloutTruth, segments: str = 'reward', labelled_at: str = '',
+def label_from_truth(truth: RolloutTruth, segments: str = 'failures', labelled_at: str = '',
                      scale: ProgressScale | None = None) -> RolloutLabel:
     """Turn one rollout's ground truth into its label (``LabelError`` naming the field)."""
     if len(truth.truth_times) == 0:
@@ -229,12 +236,13 @@ def label_from_truth(truth: RolloutTruth, segments: str = 'reward', labelled_at:
     success = bool(truth.truth_success.any())
     reached = scale(progress[-1]) if scale is not None else float(progress[-1])
     final = 1.0 if success else min(reached, FAILURE_PROGRESS_CAP)
+    if segments not in SEGMENT_MODES:
+        raise ValueError(f'segments must be one of {SEGMENT_MODES}, got {segments!r}')
     marked = ()
-    if segments == 'reward' and len(truth.truth_times) > 1:
+    wanted = segments == 'reward' or (segments == 'failures' and not success)
+    if wanted and len(truth.truth_times) > 1:
         marked = derive_segments(truth.truth_steps, truth.truth_times, progress,
                                  truth.duration, success)
-    elif segments not in SEGMENT_MODES:
-        raise ValueError(f'segments must be one of {SEGMENT_MODES}, got {segments!r}')
     return RolloutLabel(episode_id=truth.episode_id, success=success, final_progress=final,
                         duration=truth.duration, segments=marked, task=truth.task,
                         labeller_kind='simulator',
@@ -295,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         description='Write a rollout label (<bag>.label.json, beside the bag) for every '
                     "rollout bag from the simulator's recorded ground truth: success, final "
                     "progress from Meta-World's shaped reward, segments where that reward "
-                    'stalls or falls. With --labels, import labels made elsewhere instead. '
+                    'stalls or falls in a failed rollout. With --labels, import labels made '
+                    'elsewhere instead. '
                     'Every label is checked before any is written; a problem stops the run '
                     'with exit code 2 and writes nothing.',
         epilog=__doc__.split('\n\n', 1)[1])
@@ -306,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--demos', nargs='+', type=Path, default=[],
                         help='demonstration bags of the same tasks (with ground truth): put '
                              'failures on their progress scale (recommended)')
-    parser.add_argument('--segments', choices=SEGMENT_MODES, default='reward',
-                        help='derive segments from the shaped reward, or write none')
+    parser.add_argument('--segments', choices=SEGMENT_MODES, default='failures',
+                        help='derive segments from the shaped reward for failed rollouts '
+                             '(failures), for every rollout (reward), or write none')
     parser.add_argument('--skip-labelled', action='store_true',
                         help='leave bags that already have a label alone')
     args = parser.parse_args(argv)

@@ -64,6 +64,22 @@ def test_failed_rollout_progress_and_segments_come_from_the_shaped_reward(tmp_pa
     assert good.success and good.final_progress == 1.0 and good.segments == ()
 
 
+def test_a_success_gets_segments_only_when_asked(tmp_path):
+    # Window-close-like: the shaped reward stalls during the whole approach, then rises to the
+    # goal. By default a success is a straight line (the stall is the reward's, not the arm's).
+    stalled = np.r_[np.full(41, 1.0), np.linspace(1.0, 10.0, 21)]
+    solved = write_rollout(tmp_path / 'solved', stalled, success_at=61)
+    assert main([str(solved)]) == 0
+    assert load_label(solved).segments == ()
+    assert main([str(solved), '--segments', 'reward']) == 0
+    assert [s.kind for s in load_label(solved).segments] == ['adjust']
+    # A failure with the same stall keeps its segments by default.
+    failed = write_rollout(tmp_path / 'failed',
+                           np.r_[np.linspace(0.0, 5.0, 21), np.full(40, 5.0)])
+    assert main([str(failed)]) == 0
+    assert [s.kind for s in load_label(failed).segments] == ['adjust']
+
+
 def test_truth_stamped_before_the_first_frame_gives_segments_inside_the_bag(tmp_path):
     # The simulator steps (and stamps its truth) just before the policy's first observation.
     # It backs off from the start: the first segment begins at the first frame.
