@@ -25,7 +25,7 @@ episode ends on the simulator's success or after ``max_steps`` actions, like
 ``run_sim_episode``; the same seed gives the same outcome with or without recording.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 import json
 from pathlib import Path
 import shutil
@@ -183,12 +183,21 @@ def rollout_episode_id(task: str, index: int, seed: int) -> str:
 
 
 def read_manifest(directory: str | Path) -> list[RolloutResult]:
-    """Return the finished rollouts listed in ``directory/rollouts.jsonl`` (none: empty)."""
+    """Return the finished rollouts listed in ``directory/rollouts.jsonl`` (none: empty).
+
+    Each bag is taken from ``directory`` (where it was recorded), not from the path stored in
+    the manifest: that path is relative to where the recorder ran, so a cache read from another
+    working directory, or moved, would otherwise look empty and be recorded again.
+    """
     path = Path(directory) / MANIFEST_FILE
     if not path.is_file():
         return []
-    return [RolloutResult(**json.loads(line)) for line in path.read_text().splitlines()
-            if line.strip()]
+    results = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            result = RolloutResult(**json.loads(line))
+            results.append(replace(result, bag=str(Path(directory) / Path(result.bag).name)))
+    return results
 
 
 def record_sim_rollouts(policy, task: str, seeds: list[int], directory: str | Path,

@@ -1,6 +1,7 @@
 """In-process rollouts recorded as policy-node bags: readable, truthful, resumable."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,18 @@ def test_rollouts_resume_and_redo_a_bag_cut_short(tmp_path):
     assert again == first and read_manifest(tmp_path) == first
     assert kept.stat().st_mtime_ns == stamps[0] and redone.stat().st_mtime_ns != stamps[1]
     assert len(read_episode(again[1].bag)) == 6
+
+
+def test_a_rollout_cache_read_from_another_directory_is_kept(tmp_path, monkeypatch):
+    # The manifest stores bag paths as the recorder saw them (here relative to its working
+    # directory); read from elsewhere, the finished rollouts must still be found, not redone.
+    monkeypatch.chdir(tmp_path)
+    first = record_sim_rollouts(StillPolicy(), 'reach-v3', [1], Path('cache'), max_steps=3,
+                                image_size=16, progress=False)
+    bag = tmp_path / 'cache' / first[0].episode_id
+    stamp = (bag / 'metadata.yaml').stat().st_mtime_ns
+    monkeypatch.chdir(tmp_path.parent)
+    again = record_sim_rollouts(StillPolicy(), 'reach-v3', [1], tmp_path / 'cache', max_steps=3,
+                                image_size=16, progress=False)
+    assert [Path(r.bag) for r in again] == [bag]
+    assert (bag / 'metadata.yaml').stat().st_mtime_ns == stamp
