@@ -493,8 +493,10 @@ def markdown(args, table: dict, command: str, seconds: float, settings: dict) ->
         base = (f'Base policy: scripted expert + constant x-velocity bias {args.base_bias} '
                 f'(chunks of {args.chunk_size}, open loop), a stand-in for an imperfect VLA.')
     lines = [f'## {section_name(args)}', '',
-             f'Command: `{command}` ({seconds / 60:.1f} min wall time on the shared 2-core '
-             'machine).', '', base, '', reward_description(args, settings), '',
+             f'Command: `{command}` ({seconds / 60:.1f} min '
+             + ('of run time summed over the per-seed runs merged here' if args.merge
+                else 'wall time') + ' on the shared 2-core machine).', '', base, '',
+             reward_description(args, settings), '',
              f"Episodes through the policy node's control core on the simulated arm's ROS-free "
              f'core. Round 0: {args.episodes} base episodes per seed and task (the base rate) + '
              f'{args.explore_episodes} exploration episodes. Every round: {args.updates} '
@@ -642,7 +644,7 @@ def load_results(results_dir: Path, tasks, methods) -> tuple[dict, dict]:
     """Per-seed results saved by earlier runs, and the settings they used (must agree)."""
     per_seed: dict = {}
     settings: dict = {}
-    longest = 0.0
+    summed = 0.0
     for path in sorted(results_dir.glob('seed*.json')):
         saved = json.loads(path.read_text())
         if not all(t in saved['results'] and all(m in saved['results'][t] for m in methods)
@@ -656,8 +658,8 @@ def load_results(results_dir: Path, tasks, methods) -> tuple[dict, dict]:
         settings = mine
         for task in tasks:
             per_seed.setdefault(task, {})[saved['seed']] = saved['results'][task]
-        longest += saved.get('seconds', 0.0)
-    settings['seconds'] = longest
+        summed += saved.get('seconds', 0.0)
+    settings['seconds'] = summed
     return per_seed, settings
 
 
