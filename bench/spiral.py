@@ -612,8 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--exploration-noise', type=float, default=0.15,
                         help='std of the per-chunk action offset of round-0 exploration')
     parser.add_argument('--best-of-k', type=int, default=8)
-    parser.add_argument('--residual-scale', type=float, default=0.2,
-                        help='largest residual per action dimension')
+    parser.add_argument('--residual-scale', type=float,
+                        help="largest residual per action dimension (default: the anchor's "
+                             '0.1 on the VLA base, as spiral_loop and make demo use; 0.2 on the '
+                             'biased expert, whose 0.15 bias a 0.1 residual cannot undo)')
     parser.add_argument('--beta', type=float, default=2.0,
                         help='weight of the residual penalty in the actor loss')
     parser.add_argument('--base-checkpoint', type=Path,
@@ -676,6 +678,8 @@ def main(argv=None) -> int:
     args.base_feature_dim = 0
     if args.flywheel_reward is None:
         args.flywheel_reward = 'finetuned' if args.base == 'vla' else 'demo'
+    if args.residual_scale is None:
+        args.residual_scale = 0.1 if args.base == 'vla' else 0.2
     if args.base != 'vla' and (args.observation == 'base_features'
                                or args.flywheel_reward != 'demo'):
         print('spiral bench: the biased expert runs with --flywheel-reward demo and pixel '
