@@ -60,6 +60,7 @@ from sarm2_sim.sim_labels import demonstration_scales, label_from_truth, read_ro
 from spiral_policy.bc_training import BcTrainingConfig, train as train_vla
 from spiral_policy.compact_vla import CompactVlaConfig, CompactVlaPolicy
 from sarm2_bringup.rollout_bags import record_sim_rollouts
+from sarm2_bringup.spiral_loop import VLA_RESIDUAL_SCALE
 from spiral_policy.sim_evaluation import (run_sim_episode, sim_control_core, SimEpisodeRecorder,
                                           wilson_interval)
 from spiral_policy.spiral.config import MC_TARGETS, OBSERVATIONS, SpiralConfig, \
@@ -613,9 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='std of the per-chunk action offset of round-0 exploration')
     parser.add_argument('--best-of-k', type=int, default=8)
     parser.add_argument('--residual-scale', type=float,
-                        help="largest residual per action dimension (default: the anchor's "
-                             '0.1 on the VLA base, as spiral_loop and make demo use; 0.2 on the '
-                             'biased expert, whose 0.15 bias a 0.1 residual cannot undo)')
+                        help='largest residual per action dimension (default: '
+                             f"{VLA_RESIDUAL_SCALE} on the VLA base, the anchor's, as spiral_loop "
+                             'and make demo use; 0.2 on the biased expert, whose 0.15 bias a '
+                             '0.1 residual cannot undo)')
     parser.add_argument('--beta', type=float, default=2.0,
                         help='weight of the residual penalty in the actor loss')
     parser.add_argument('--base-checkpoint', type=Path,
@@ -679,7 +681,7 @@ def main(argv=None) -> int:
     if args.flywheel_reward is None:
         args.flywheel_reward = 'finetuned' if args.base == 'vla' else 'demo'
     if args.residual_scale is None:
-        args.residual_scale = 0.1 if args.base == 'vla' else 0.2
+        args.residual_scale = VLA_RESIDUAL_SCALE if args.base == 'vla' else 0.2
     if args.base != 'vla' and (args.observation == 'base_features'
                                or args.flywheel_reward != 'demo'):
         print('spiral bench: the biased expert runs with --flywheel-reward demo and pixel '
