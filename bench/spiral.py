@@ -60,11 +60,10 @@ from sarm2_sim.sim_labels import demonstration_scales, label_from_truth, read_ro
 from spiral_policy.bc_training import BcTrainingConfig, train as train_vla
 from spiral_policy.compact_vla import CompactVlaConfig, CompactVlaPolicy
 from sarm2_bringup.rollout_bags import record_sim_rollouts
-from sarm2_bringup.spiral_loop import VLA_RESIDUAL_SCALE
 from spiral_policy.sim_evaluation import (run_sim_episode, sim_control_core, SimEpisodeRecorder,
                                           wilson_interval)
-from spiral_policy.spiral.config import MC_TARGETS, OBSERVATIONS, SpiralConfig, \
-    TRANSITIONS
+from spiral_policy.spiral.config import compact_vla_config, MC_TARGETS, OBSERVATIONS, \
+    SpiralConfig, TRANSITIONS
 from spiral_policy.spiral.learner import SpiralLearner
 from spiral_policy.spiral.offline_update import FRAME_BASE_CHUNKS_KEY, \
     FRAME_BASE_FEATURES_KEY, prepare_round, train_round
@@ -75,6 +74,8 @@ from spiral_policy.vla import PolicyObservation
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA = 'corner'
+# The defaults of the SPIRAL options: what spiral_loop and make demo run on the VLA.
+COMPACT = compact_vla_config()
 IMAGE_SIZE = 64
 # Tasks where the compact VLA succeeds 30-60% (docs/benchmarks.md, section policy).
 DEFAULT_TASKS = ('button-press-topdown-v3', 'drawer-open-v3')
@@ -279,13 +280,12 @@ def base_vla(args) -> Path:
 
 def spiral_config(args, method: str) -> SpiralConfig:
     _, _, reward_source, alpha = METHODS[method]
-    return SpiralConfig(chunk_size=args.chunk_size, feature_image_size=16, hidden_dim=128,
-                        batch_size=128, updates=args.updates, mc_alpha=alpha,
-                        mc_target=args.mc_target, transitions=args.transitions,
-                        reward_source=reward_source, residual_scale=args.residual_scale,
-                        beta=args.beta, gamma=args.gamma, best_of_k=args.best_of_k,
-                        candidate_noise=0.1, observation=args.observation,
-                        base_feature_dim=args.base_feature_dim)
+    return compact_vla_config(chunk_size=args.chunk_size, updates=args.updates, mc_alpha=alpha,
+                              mc_target=args.mc_target, transitions=args.transitions,
+                              reward_source=reward_source, residual_scale=args.residual_scale,
+                              beta=args.beta, gamma=args.gamma, best_of_k=args.best_of_k,
+                              observation=args.observation,
+                              base_feature_dim=args.base_feature_dim)
 
 
 def make_base(args, arm: SimArm | None):
@@ -600,11 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
                              'SARM2')
     parser.add_argument('--finetune-steps', type=int, default=400,
                         help='steps of the SARM2 fine-tuning on the labelled rollouts')
-    parser.add_argument('--transitions', choices=TRANSITIONS, default='frame')
-    parser.add_argument('--mc-target', choices=MC_TARGETS, default='rewards')
-    parser.add_argument('--observation', choices=OBSERVATIONS, default='pixels',
+    parser.add_argument('--transitions', choices=TRANSITIONS, default=COMPACT.transitions)
+    parser.add_argument('--mc-target', choices=MC_TARGETS, default=COMPACT.mc_target)
+    parser.add_argument('--observation', choices=OBSERVATIONS, default=COMPACT.observation,
                         help="the residual's view: pooled pixels or the base VLA's features")
-    parser.add_argument('--gamma', type=float, default=0.99)
+    parser.add_argument('--gamma', type=float, default=COMPACT.gamma)
     parser.add_argument('--chunk-size', type=int, default=4,
                         help='chunk of the biased expert (the VLA has its own)')
     parser.add_argument('--max-steps', type=int, default=150)
@@ -612,13 +612,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help='x-velocity bias of the biased expert (Meta-World units)')
     parser.add_argument('--exploration-noise', type=float, default=0.15,
                         help='std of the per-chunk action offset of round-0 exploration')
-    parser.add_argument('--best-of-k', type=int, default=8)
+    parser.add_argument('--best-of-k', type=int, default=COMPACT.best_of_k)
     parser.add_argument('--residual-scale', type=float,
                         help='largest residual per action dimension (default: '
-                             f"{VLA_RESIDUAL_SCALE} on the VLA base, the anchor's, as spiral_loop "
-                             'and make demo use; 0.2 on the biased expert, whose 0.15 bias a '
-                             '0.1 residual cannot undo)')
-    parser.add_argument('--beta', type=float, default=2.0,
+                             f"{COMPACT.residual_scale} on the VLA base, the anchor's, as "
+                             'spiral_loop and make demo use; 0.2 on the biased expert, whose 0.15 '
+                             'bias a 0.1 residual cannot undo)')
+    parser.add_argument('--beta', type=float, default=COMPACT.beta,
                         help='weight of the residual penalty in the actor loss')
     parser.add_argument('--base-checkpoint', type=Path,
                         help='compact VLA checkpoint of the base (default: trained here, cached)')
@@ -681,7 +681,7 @@ def main(argv=None) -> int:
     if args.flywheel_reward is None:
         args.flywheel_reward = 'finetuned' if args.base == 'vla' else 'demo'
     if args.residual_scale is None:
-        args.residual_scale = VLA_RESIDUAL_SCALE if args.base == 'vla' else 0.2
+        args.residual_scale = COMPACT.residual_scale if args.base == 'vla' else 0.2
     if args.base != 'vla' and (args.observation == 'base_features'
                                or args.flywheel_reward != 'demo'):
         print('spiral bench: the biased expert runs with --flywheel-reward demo and pixel '

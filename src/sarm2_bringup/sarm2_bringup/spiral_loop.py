@@ -55,11 +55,6 @@ from .sim_graph import (console_script, node_summary, open_run, resume_episode_l
 # Under the working directory, like make demo's runs.
 RUNS = Path('runs') / 'loops'
 DEMO_RUN = Path('runs') / 'latest'
-# Largest residual per action dimension on a compact-VLA base: the anchor's 0.1. At 0.2 a first
-# round on 30 episodes per task could drive the VLA into states its data never reached
-# (drawer-open, one seed 7/15 -> 0/15); at 0.1 no seed collapsed and SPIRAL ended higher on both
-# bench tasks (docs/benchmarks.md, spiral). bench/spiral.py measures this same value.
-VLA_RESIDUAL_SCALE = 0.1
 # Initial-state seeds of round r's rollouts of task k start at LOOP_SEED + 10000 r + 1000 k
 # (+ an offset per kind of rollout): fresh in every round and apart from the demo's
 # demonstration and evaluation seeds.
@@ -146,19 +141,15 @@ def spiral_config_for(vla_checkpoint: Path, updates: int) -> dict:
     """SpiralConfig (as JSON values) sized for a compact VLA checkpoint and a CPU.
 
     The residual acts on the VLA's action chunks, cameras and joint state; the network sizes
-    and coefficients are the ones ``bench/spiral.py`` measures (residual scale: see
-    ``VLA_RESIDUAL_SCALE``).
+    and coefficients are ``COMPACT_VLA_SETTINGS``, the ones ``bench/spiral.py`` measures.
     """
     from spiral_policy.compact_vla import CompactVlaConfig
-    from spiral_policy.spiral.config import SpiralConfig
+    from spiral_policy.spiral.config import compact_vla_config
 
     vla = CompactVlaConfig.from_json(json.loads((Path(vla_checkpoint) / 'config.json')
                                                 .read_text()))
-    config = SpiralConfig(action_dim=vla.action_dim, chunk_size=vla.chunk_size,
-                          joint_dim=vla.state_dim, cameras=vla.cameras, feature_image_size=16,
-                          hidden_dim=128, batch_size=128, updates=updates, mc_alpha=0.5,
-                          reward_source='dense', residual_scale=VLA_RESIDUAL_SCALE, beta=2.0,
-                          best_of_k=8, candidate_noise=0.1)
+    config = compact_vla_config(action_dim=vla.action_dim, chunk_size=vla.chunk_size,
+                                joint_dim=vla.state_dim, cameras=vla.cameras, updates=updates)
     return json.loads(config.to_json())
 
 

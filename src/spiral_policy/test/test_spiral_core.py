@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spiral_policy.spiral.config import SpiralConfig
+from spiral_policy.spiral.config import compact_vla_config, COMPACT_VLA_SETTINGS, SpiralConfig
 from spiral_policy.spiral.critic import CriticEnsemble
 from spiral_policy.spiral.learner import SpiralLearner
 from spiral_policy.spiral.rabc import rabc_weights
@@ -256,6 +256,16 @@ def test_config_validation_names_the_bad_field():
     with pytest.raises(ValueError, match='unknown SpiralConfig keys'):
         SpiralConfig.from_dict({'gama': 0.9})
     assert SpiralConfig.from_dict(json_round_trip(SpiralConfig())) == SpiralConfig()
+
+
+def test_compact_vla_settings_take_overrides_and_reject_unknown_keys():
+    config = compact_vla_config(chunk_size=4, beta=3.0)
+    assert (config.chunk_size, config.beta) == (4, 3.0)
+    assert config.residual_scale == COMPACT_VLA_SETTINGS['residual_scale'] == 0.1
+    with pytest.raises(ValueError, match='unknown SpiralConfig keys'):
+        compact_vla_config(residual=0.2)
+    with pytest.raises(ValueError, match='residual_scale'):
+        compact_vla_config(residual_scale=-1.0)
 
 
 def json_round_trip(config: SpiralConfig) -> dict:
