@@ -280,7 +280,10 @@ def base_vla(args) -> Path:
 
 def spiral_config(args, method: str) -> SpiralConfig:
     _, _, reward_source, alpha = METHODS[method]
+    # The sparse reward is the outcome alone: its success reward stays at 1.
+    success_reward = args.success_reward if reward_source == 'dense' else 1.0
     return compact_vla_config(chunk_size=args.chunk_size, updates=args.updates, mc_alpha=alpha,
+                              success_reward=success_reward,
                               mc_target=args.mc_target, transitions=args.transitions,
                               reward_source=reward_source, residual_scale=args.residual_scale,
                               beta=args.beta, gamma=args.gamma, best_of_k=args.best_of_k,
@@ -618,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{COMPACT.residual_scale} on the VLA base, the anchor's, as "
                              'spiral_loop and make demo use; 0.2 on the biased expert, whose 0.15 '
                              'bias a 0.1 residual cannot undo)')
+    parser.add_argument('--success-reward', type=float, default=COMPACT.success_reward,
+                        help="paid on a successful rollout's last action on top of the dense "
+                             'reward (methods on a dense reward; the anchor pays none)')
     parser.add_argument('--beta', type=float, default=COMPACT.beta,
                         help='weight of the residual penalty in the actor loss')
     parser.add_argument('--base-checkpoint', type=Path,
@@ -641,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
 SETTINGS_KEYS = ('episodes', 'rounds', 'updates', 'base', 'base_bias', 'chunk_size', 'max_steps',
                  'demos_per_task', 'reward_steps', 'vla_steps', 'residual_scale', 'beta',
                  'gamma', 'mc_target', 'transitions', 'explore_episodes', 'flywheel_reward',
-                 'best_of_k', 'observation', 'finetune_steps')
+                 'best_of_k', 'observation', 'finetune_steps', 'success_reward')
 
 
 def load_results(results_dir: Path, tasks, methods) -> tuple[dict, dict]:
