@@ -36,6 +36,7 @@ ablations (method -> per-task final success), demo_only_reward (per task), per-r
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -50,7 +51,10 @@ from tqdm import tqdm
 from sarm2_common.bag_dataset import read_episodes
 from sarm2_common.episode import Episode
 from sarm2_common.rollout_labels import load_label, progress_targets, reward_targets, save_label
-from sarm2_reward.flywheel import finetune_on_rollouts, finetune_train_config
+from sarm2_reward.checkpoint import read_config
+from sarm2_reward.flywheel import DEFAULT_CONSECUTIVE, finetune_on_rollouts, \
+    finetune_train_config
+from sarm2_reward.metrics import debounced_peak
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.text_embedding import make_text_embedder
 from sarm2_reward.train import train_model, TrainConfig
@@ -59,6 +63,7 @@ from sarm2_sim.sim_arm import SimArm, SimArmConfig
 from sarm2_sim.sim_labels import demonstration_scales, label_from_truth, read_rollout_truth
 from spiral_policy.bc_training import BcTrainingConfig, train as train_vla
 from spiral_policy.compact_vla import CompactVlaConfig, CompactVlaPolicy
+from spiral_policy.episode_runner import EpisodeLimits
 from sarm2_bringup.rollout_bags import record_sim_rollouts
 from spiral_policy.sim_evaluation import (run_sim_episode, sim_control_core, SimEpisodeRecorder,
                                           wilson_interval)
@@ -81,6 +86,7 @@ IMAGE_SIZE = 64
 DEFAULT_TASKS = ('button-press-topdown-v3', 'drawer-open-v3')
 BASES = ('vla', 'biased_expert')
 FLYWHEEL_REWARDS = ('finetuned', 'sim_labels', 'demo')
+OUTCOME_SOURCES = ('sim', 'reward')
 # method -> (trainer, reward, reward source, Monte-Carlo weight alpha); reward 'flywheel' is the
 # one --flywheel-reward selects.
 METHODS = {
@@ -197,6 +203,11 @@ class LabelCurveLabeler:
         return reward_targets(progress_targets(label, episode.timestamps))
 
 
+def episode_key(episode: Episode) -> str:
+    """Return the episode's bag path (methods record their rounds apart, under repeating ids)."""
+    return str(episode.metadata.get('bag_path', episode.episode_id))
+
+
 class CachedLabeler:
     """Labels each episode once per reward model (keyed by its bag, else its id)."""
 
@@ -204,18 +215,88 @@ class CachedLabeler:
         self.labeler = labeler
         self.labeler_id = labeler.labeler_id
         self.cache: dict[str, np.ndarray] = {}
+        self.peaks: dict[str, float] = {}
 
     def frame_rewards(self, episode: Episode) -> np.ndarray:
-        # Every method records its rounds' bags apart, under ids that repeat across methods.
-        key = str(episode.metadata.get('bag_path', episode.episode_id))
+        key = episode_key(episode)
         if key not in self.cache:
             self.cache[key] = self.labeler.frame_rewards(episode)
         return self.cache[key]
+
+    def success_peak(self, episode: Episode) -> float:
+        """Return the highest success probability held for the policy node's run of frames."""
+        key = episode_key(episode)
+        if key not in self.peaks:
+            self.peaks[key] = debounced_peak(self.labeler.success_probabilities(episode),
+                                             DEFAULT_CONSECUTIVE)
+        return self.peaks[key]
 
     def auroc(self, episodes: list[Episode]) -> float | None:
         """Return the AUROC of this reward's episode return by outcome (None: one class)."""
         returns = [float(np.sum(self.frame_rewards(e))) for e in episodes]
         return ranking_auroc(returns, [e.success for e in episodes])
+
+
+class RewardOutcomes:
+    """Training outcomes as a reward model's success head calls them (``--outcome-source reward``).
+
+    On a robot without an operator, the policy node ends an episode when the reward model holds
+    its success threshold for a few frames (``success_source: reward``), and that is the outcome
+    the bag records. The learner then sees that call, right or wrong; the simulator's truth only
+    scores the evaluation. Rollouts a person labelled (the flywheel's round 0) keep their label.
+    """
+
+    def __init__(self, labeler: CachedLabeler, thresholds: dict[str, float], default: float,
+                 labelled=()):
+        self.labeler = labeler
+        self.thresholds = thresholds
+        self.default = default
+        self.labelled = {episode_key(e) for e in labelled}
+
+    def outcome(self, episode: Episode) -> bool:
+        """Return the label's outcome for a labelled rollout, else the success head's call."""
+        if episode_key(episode) in self.labelled:
+            return bool(episode.success)
+        threshold = self.thresholds.get(episode.task, self.default)
+        return self.labeler.success_peak(episode) >= threshold
+
+    def apply(self, episodes: list[Episode]) -> list[Episode]:
+        """Return copies of ``episodes`` carrying these outcomes (frames and metadata shared)."""
+        return [dataclasses.replace(e, success=self.outcome(e)) for e in episodes]
+
+    def detection(self, episodes: list[Episode]) -> dict:
+        """How the calls on unlabelled ``episodes`` compare with the simulator's outcomes."""
+        calls = [(self.outcome(e), bool(e.success)) for e in episodes
+                 if episode_key(e) not in self.labelled]
+        hits = sum(1 for call, truth in calls if call and truth)
+        false_alarms = sum(1 for call, truth in calls if call and not truth)
+        successes = sum(1 for _, truth in calls if truth)
+        return {'episodes': len(calls), 'successes': successes, 'detected': hits,
+                'false_positives': false_alarms}
+
+
+def flywheel_outcomes(args, run: 'SeedRun', flywheel: CachedLabeler, labelers: dict,
+                      round0: dict) -> dict:
+    """Per reward name, where its methods' training outcomes come from (empty: the simulator).
+
+    Every method on the flywheel (and the time-linear and sparse ones, which have no success
+    head of their own) takes the flywheel's: round 0's labels, then the fine-tuned model's
+    calls at each task's threshold calibrated on those labels. The demonstration-only reward
+    has no labelled rollouts, so its own success head decides every outcome at the policy
+    node's default threshold.
+    """
+    if args.outcome_source == 'sim':
+        return {}
+    default = EpisodeLimits().success_threshold
+    if args.flywheel_reward == 'finetuned':
+        calibration = read_config(args.work_dir / f'flywheel-s{run.seed}' / 'checkpoint')[
+            'metadata']['success_calibration']
+        thresholds = {task: c['threshold'] for task, c in calibration['per_task'].items()}
+        labelled = [e for task in round0.values() for e in task['evaluated'] + task['explored']]
+        shared = RewardOutcomes(flywheel, thresholds, calibration['threshold'], labelled)
+    else:
+        shared = RewardOutcomes(flywheel, {}, default)
+    return {'flywheel': shared, 'demo': RewardOutcomes(labelers['demo'], {}, default)}
 
 
 def ranking_auroc(scores, outcomes) -> float | None:
@@ -368,17 +449,21 @@ def flywheel_labeler(args, run: SeedRun, demo_reward: Path, demo_bags: list[Path
 
 
 def run_method(args, run: SeedRun, task: str, task_index: int, method: str,
-               shared: list[Episode], base_rate: float, labelers: dict, progress) -> dict:
+               shared: list[Episode], base_rate: float, labelers: dict, outcomes: dict,
+               progress) -> dict:
     """R rounds of one method; return its success rate and reward AUROCs per round."""
     trainer, reward_name, _, _ = METHODS[method]
     config = spiral_config(args, method)
     base = run.base(task)
     learner = SpiralLearner(config, seed=run.seed)
     labeler = labelers.get(reward_name)
+    outcome = outcomes.get('demo' if reward_name == 'demo' else 'flywheel')
     episodes = list(shared)
     rates, aurocs = [base_rate], [labeler.auroc(shared) if labeler else None]
+    detections = [outcome.detection(shared)] if outcome else []
     for round_index in range(1, args.rounds + 1):
-        data = prepare_round(episodes, labeler, config, task, base)
+        seen = outcome.apply(episodes) if outcome else episodes
+        data = prepare_round(seen, labeler, config, task, base)
         train_round(data, learner, trainer)
         critic = learner.critic if trainer == 'spiral' else None
         k = config.best_of_k if critic is not None else 1
@@ -388,13 +473,16 @@ def run_method(args, run: SeedRun, task: str, task_index: int, method: str,
                                 f'{method}-r{round_index}')
         rates.append(float(np.mean([e.success for e in evaluated])))
         aurocs.append(labeler.auroc(evaluated) if labeler else None)
+        if outcome:
+            detections.append(outcome.detection(evaluated))
         progress.set_postfix(task=task[:12], seed=run.seed, method=method, round=round_index,
                              success=f'{rates[-1]:.0%}')
         progress.update(1)
         episodes += evaluated
         learner.actor.train()
         learner.critic.train()
-    return {'rates': rates, 'reward_auroc': aurocs}
+    return {'rates': rates, 'reward_auroc': aurocs,
+            **({'outcome_detection': detections} if outcome else {})}
 
 
 def run_seed(args, seed: int, labelers: dict, demo_reward: Path, demo_bags: list[Path],
@@ -405,11 +493,13 @@ def run_seed(args, seed: int, labelers: dict, demo_reward: Path, demo_bags: list
         round0 = round_zero(args, run)
         flywheel = CachedLabeler(flywheel_labeler(args, run, demo_reward, demo_bags))
         seed_labelers = dict(labelers, flywheel=flywheel)
+        outcomes = flywheel_outcomes(args, run, flywheel, labelers, round0)
         results = {}
         for t, task in enumerate(args.tasks):
             shared = round0[task]['evaluated'] + round0[task]['explored']
             results[task] = {method: run_method(args, run, task, t, method, shared,
-                                                round0[task]['rate'], seed_labelers, progress)
+                                                round0[task]['rate'], seed_labelers, outcomes,
+                                                progress)
                              for method in args.methods}
         return results
     finally:
@@ -485,7 +575,12 @@ def reward_description(args, settings: dict) -> str:
     return (f'Flywheel reward (spiral, td_only, rabc): {flywheel}. Demonstration-only reward '
             f'(spiral_demo_reward): SARM2 `{settings.get("demo_reward_model_id")}` trained by '
             f'this bench on {args.demos_per_task} scripted demonstrations per task (30% '
-            f'failures) for {args.reward_steps} steps.')
+            f'failures) for {args.reward_steps} steps.' + (
+                " Training outcomes from the reward models' success heads "
+                "(`--outcome-source reward`): round 0's labels, then the flywheel model's calls "
+                "at each task's calibrated threshold, for every method but spiral_demo_reward, "
+                'whose own head decides every outcome at 0.9; evaluation by the simulator.'
+                if args.outcome_source == 'reward' else ''))
 
 
 def markdown(args, table: dict, command: str, seconds: float, settings: dict) -> str:
@@ -624,6 +719,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--success-reward', type=float, default=COMPACT.success_reward,
                         help="paid on a successful rollout's last action on top of the dense "
                              'reward (methods on a dense reward; the anchor pays none)')
+    parser.add_argument('--outcome-source', choices=OUTCOME_SOURCES, default='sim',
+                        help="the outcome a rollout is trained with: sim, the simulator's "
+                             "success flag; reward, the reward model's success head as the "
+                             'policy node calls it on a robot without an operator (after the '
+                             "flywheel's labelled round 0, at each task's calibrated threshold; "
+                             "the demonstration-only model's own head at 0.9). Evaluation "
+                             "always uses the simulator's flag")
     parser.add_argument('--beta', type=float, default=COMPACT.beta,
                         help='weight of the residual penalty in the actor loss')
     parser.add_argument('--base-checkpoint', type=Path,
@@ -647,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
 SETTINGS_KEYS = ('episodes', 'rounds', 'updates', 'base', 'base_bias', 'chunk_size', 'max_steps',
                  'demos_per_task', 'reward_steps', 'vla_steps', 'residual_scale', 'beta',
                  'gamma', 'mc_target', 'transitions', 'explore_episodes', 'flywheel_reward',
-                 'best_of_k', 'observation', 'finetune_steps', 'success_reward')
+                 'best_of_k', 'observation', 'finetune_steps', 'success_reward',
+                 'outcome_source')
 
 
 def load_results(results_dir: Path, tasks, methods) -> tuple[dict, dict]:
@@ -693,6 +796,12 @@ def main(argv=None) -> int:
         print('spiral bench: the biased expert runs with --flywheel-reward demo and pixel '
               'observations (its rollouts are not bags with labels, and it has no features)',
               file=sys.stderr)
+        return 2
+    if args.outcome_source == 'reward' and (args.base != 'vla'
+                                            or args.flywheel_reward == 'sim_labels'):
+        print('spiral bench: --outcome-source reward needs the VLA base and a SARM2 flywheel '
+              'reward (--flywheel-reward finetuned or demo): the outcome comes from its success '
+              'head', file=sys.stderr)
         return 2
     unknown = sorted(set(args.tasks) - set(args.reward_tasks))
     if unknown:

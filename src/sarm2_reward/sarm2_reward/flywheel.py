@@ -169,7 +169,8 @@ def train_with_rollouts(model, demonstrations: list[Episode], rollouts: Labelled
 
     Returns ``train_model``'s result plus ``calibration`` (see ``calibrate_success``; computed on
     these same rollouts after training, for SARM2 models: an in-sample operating point, so its
-    rates are optimistic; measure them on held-out rollouts) and the counts used.
+    rates are optimistic; measure them on held-out rollouts; ``per_task`` holds each task's own)
+    and the counts used.
     """
     from .evaluation import predict_any
     from .model import Sarm2Model
@@ -189,8 +190,16 @@ def train_with_rollouts(model, demonstrations: list[Episode], rollouts: Labelled
     calibration = None
     if rollouts.episodes and isinstance(model, Sarm2Model):
         predictions = [predict_any(model, e) for e in rollouts.episodes]
-        calibration = calibrate_success([p['success_probability'] for p in predictions],
-                                        [e.success for e in rollouts.episodes])
+        probabilities = [p['success_probability'] for p in predictions]
+        outcomes = [e.success for e in rollouts.episodes]
+        calibration = calibrate_success(probabilities, outcomes)
+        # The policy node runs one task at a time, and one task's failures can look like
+        # another's success to the head: a threshold per task keeps one from setting another's.
+        tasks = [e.task for e in rollouts.episodes]
+        calibration['per_task'] = {
+            task: calibrate_success([p for p, t in zip(probabilities, tasks) if t == task],
+                                    [o for o, t in zip(outcomes, tasks) if t == task])
+            for task in sorted(set(tasks))}
         if out_dir is not None:
             # Rewrite config.json with the calibration (weights unchanged, optimizer kept).
             save_checkpoint(model, out_dir, metadata={

@@ -109,6 +109,9 @@ def test_finetuning_lowers_the_value_error_on_labelled_failed_rollouts(
     assert all(len(r['label_sha256']) == 64 and r['labeller'] == 'test'
                for r in metadata['rollouts'])
     assert metadata['success_calibration']['rollouts'] == 4
+    per_task = metadata['success_calibration']['per_task']
+    assert sum(c['rollouts'] for c in per_task.values()) == 4
+    assert set(per_task) == {e.task for e in rollouts.episodes}
     assert metadata['rollout_mix'] == {'share': 0.5, 'primitives': 'ignore'}
     # Fine-tuning keeps the normalization its weights were trained with.
     original = load_checkpoint(checkpoint)

@@ -175,6 +175,11 @@ def test_sarm2_relabeling_records_the_reward_model_id(tmp_path):
     # Rewards telescope to the smoothed values, smoothed as the live reward node smooths them.
     smoothed = smooth_values(values, DEFAULT_SMOOTHING)
     np.testing.assert_allclose(np.cumsum(rewards), smoothed - smoothed[0], atol=1e-9)
+    # The success head the bench's --outcome-source reward calls outcomes with, frame by frame.
+    probabilities = labeler.success_probabilities(episode)
+    assert probabilities.shape == (6,) and np.all((probabilities >= 0) & (probabilities <= 1))
+    np.testing.assert_allclose(
+        probabilities, labeler.predictions(episode)['success_probability'], atol=1e-9)
     data = prepare_round([episode], labeler, tiny_config())
     assert data.rollouts[0].reward_model_id == labeler.labeler_id
     assert labeler.labeler_id.startswith('sarm2')

@@ -70,13 +70,21 @@ class Sarm2Labeler:
         predictor = Sarm2Predictor.from_checkpoint(path)
         return cls(predictor.model, predictor.model_id, smoothing)
 
-    def values(self, episode: Episode) -> np.ndarray:
-        """Return the model's per-frame values (-1..0), float64 [T]."""
+    def predictions(self, episode: Episode) -> dict[str, np.ndarray]:
+        """Return the model's per-frame predictions (``predict_episode``'s dict)."""
         missing = [c for c in self.model.config.cameras if c not in episode.images]
         if missing:
             raise ValueError(f'episode {episode.episode_id} has no camera {missing}; the reward '
                              f'model {self.labeler_id} needs {list(self.model.config.cameras)}')
-        return np.asarray(predict_episode(self.model, episode, self._text)['value'], np.float64)
+        return predict_episode(self.model, episode, self._text)
+
+    def values(self, episode: Episode) -> np.ndarray:
+        """Return the model's per-frame values (-1..0), float64 [T]."""
+        return np.asarray(self.predictions(episode)['value'], np.float64)
+
+    def success_probabilities(self, episode: Episode) -> np.ndarray:
+        """Return the success head's per-frame probabilities, float64 [T]."""
+        return np.asarray(self.predictions(episode)['success_probability'], np.float64)
 
     def frame_rewards(self, episode: Episode) -> np.ndarray:
         """Return smoothed-and-differenced SARM2 values, float64 [T]."""
