@@ -289,18 +289,24 @@ def finetune(model, train, finetune_rollouts: LabelledRollouts, seed: int, args)
     return tuned, result['calibration']
 
 
-def rollout_metrics(model, episodes, threshold: float) -> dict:
-    """Rollout metrics per task (and pooled) of one model on held-out rollouts."""
+def rollout_metrics(model, episodes, threshold: float,
+                    task_thresholds: dict[str, float] | None = None) -> dict:
+    """Rollout metrics per task (and pooled) of one model on held-out rollouts.
+
+    ``task_thresholds`` (task -> success threshold) overrides ``threshold`` for its tasks.
+    """
+    task_thresholds = task_thresholds or {}
     predictions = [predict_any(model, e) for e in episodes]
     tasks = sorted({e.task for e in episodes})
     per_task = {}
     for task in tasks:
         chosen = [i for i, e in enumerate(episodes) if e.task == task]
         per_task[task] = summarize_rollouts([episodes[i] for i in chosen],
-                                            [predictions[i] for i in chosen], threshold,
-                                            CONSECUTIVE)
+                                            [predictions[i] for i in chosen],
+                                            task_thresholds.get(task, threshold), CONSECUTIVE)
+    thresholds = np.array([task_thresholds.get(e.task, threshold) for e in episodes])
     return {'per_task': per_task,
-            'pooled': summarize_rollouts(episodes, predictions, threshold, CONSECUTIVE)}
+            'pooled': summarize_rollouts(episodes, predictions, thresholds, CONSECUTIVE)}
 
 
 def predictor_rate(model, episodes) -> float:
@@ -377,6 +383,8 @@ def main(argv=None) -> int:
     names += ('sarm2_finetuned',) + (('lrm',) if lrm is not None else ())
     results = {name: {'test': [], 'heldout_tasks': [], 'per_task': [], 'train_seconds': [],
                       'rollouts': []} for name in names}
+    # The fine-tuned model's success head again at each task's own calibrated threshold.
+    task_calibrated = []
     rates, calibrations = [], []
     for seed in range(args.seeds):
         models, seconds = train_all(train, seed, args)
@@ -399,6 +407,10 @@ def main(argv=None) -> int:
                 else DEFAULT_SUCCESS_THRESHOLD
             results[name]['rollouts'].append(
                 rollout_metrics(model, heldout_rollouts.episodes, threshold))
+            if name == 'sarm2_finetuned':
+                task_calibrated.append(rollout_metrics(
+                    model, heldout_rollouts.episodes, threshold,
+                    {t: c['threshold'] for t, c in calibration['per_task'].items()}))
     summary = {}
     for name in names:
         tasks = sorted(results[name]['per_task'][0]) if results[name]['per_task'] else []
@@ -464,6 +476,17 @@ def main(argv=None) -> int:
         'rollout_success_false_positive_rate_demo_only':
             sarm2['rollouts']['pooled']['false_positive_rate'],
         'success_threshold': _mean_metric(calibrations, 'threshold'),
+        'rollout_success_false_positive_rate_task_thresholds': aggregate(
+            [r['pooled'] for r in task_calibrated], ROLLOUT_METRICS)['false_positive_rate'],
+        'rollout_success_true_positive_rate_task_thresholds': aggregate(
+            [r['pooled'] for r in task_calibrated], ROLLOUT_METRICS)['true_positive_rate'],
+        'rollout_success_rates_task_thresholds': {
+            t: {k: aggregate([r['per_task'][t] for r in task_calibrated], ROLLOUT_METRICS)[k]
+                for k in ('false_positive_rate', 'true_positive_rate')}
+            for t in args.rollout_tasks},
+        'success_threshold_per_task': {
+            t: float(np.mean([c['per_task'][t]['threshold'] for c in calibrations]))
+            for t in args.rollout_tasks},
         'predictor_steps_per_s': float(np.mean(rates)),
         'seeds': args.seeds,
         'demo_timing': args.demo_timing,

@@ -189,8 +189,11 @@ def _ranking(scores: np.ndarray, outcomes: np.ndarray) -> tuple[float | None, fl
 
 
 def summarize_rollouts(episodes: list[Episode], predictions: list[dict],
-                       threshold: float | None = None, consecutive: int = 3) -> dict:
-    """Rollout metrics of one set of episodes (see the module docstring); None if n/a."""
+                       threshold: float | np.ndarray | None = None, consecutive: int = 3) -> dict:
+    """Rollout metrics of one set of episodes (see the module docstring); None if n/a.
+
+    ``threshold`` is the success head's, one for all episodes or one per episode.
+    """
     outcomes = np.array([e.success for e in episodes], dtype=bool)
     final = np.array([float(p['progress'][-1]) for p in predictions])
     returns = np.array([float(dense_rewards(np.asarray(p['progress'], np.float64) - 1.0).sum())
