@@ -212,10 +212,13 @@ def test_progress_rises_over_a_replayed_successful_demonstration(ros, start_node
     from sarm2_reward.inference import predict_episode
 
     checkpoint, episode = trained_on_demos
-    # Lossless: reliable input whose history holds the whole burst while the model catches up.
+    # Lossless: reliable input whose history holds the whole burst while the model catches up,
+    # and a pairing deadline no stall of a loaded machine reaches: past it a frame takes the
+    # nearest joint state by design (0.2 s by default, for bounded latency on a robot), and
+    # this test is about what the node computes from the frames, not about that deadline.
     node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'queue_size:=100',
                       'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100',
-                      f'joint_names:={json.dumps(JOINT_NAMES)}')
+                      'max_pairing_delay:=5.0', f'joint_names:={json.dumps(JOINT_NAMES)}')
     probe = Probe(ros, reliable=True)
     try:
         assert probe.wait_connected(), node.output()
@@ -257,6 +260,57 @@ def test_progress_rises_over_a_replayed_successful_demonstration(ros, start_node
     assert probe.overlays and probe.overlays[-1].width == 256
     assert probe.overlays[-1].height > 256 and probe.overlays[-1].encoding == 'rgb8'
     assert node.alive()
+
+
+@pytest.mark.slow
+def test_a_node_frozen_mid_episode_pairs_its_backlog_with_the_right_joint_states(
+        ros, start_node, trained_on_demos):
+    """A node held off the CPU (a busy machine) finds a backlog of frames on waking.
+
+    Frames stamped more than max_pairing_delay apart sit in that backlog, and deciding the
+    oldest of them before reading the joint states already waiting beside them would pair it
+    with an older joint state than its own: the live progress would differ from offline.
+    """
+    import signal
+
+    from sarm2_reward.checkpoint import load_checkpoint
+    from sarm2_reward.inference import predict_episode
+
+    checkpoint, episode = trained_on_demos
+    # A pairing deadline the backlog's stamps span twice over, and that the delivery of a
+    # frame's joint state after the frame itself (a few ms) stays far below.
+    node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'queue_size:=100',
+                      'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100',
+                      'max_pairing_delay:=0.15', f'joint_names:={json.dumps(JOINT_NAMES)}')
+    probe = Probe(ros, reliable=True)
+    frozen = range(20, 44)  # 24 frames at 80 Hz: 0.3 s of stamps, twice the deadline
+    try:
+        assert probe.wait_connected(), node.output()
+        probe.wait_for_diag(lambda d: d.get('state') == 'active')
+        probe.publish_status('demo-frozen', episode.task, episode.instruction)
+        probe.spin_for(0.5)
+        start = _now_ns(ros)
+        for t in range(len(episode)):
+            if t == frozen.start:
+                probe.spin_for(0.3)     # the node has caught up before it is frozen
+                node.process.send_signal(signal.SIGSTOP)
+            probe.publish({'corner': episode.images['corner'][t]}, episode.joint_positions[t],
+                          start + int(episode.timestamps[t] * 1e9))
+            probe.spin_for(0.01)
+            if t == frozen.stop - 1:
+                probe.spin_for(0.3)
+                node.process.send_signal(signal.SIGCONT)
+        assert probe.spin_until(lambda: len(probe.rewards) >= len(episode), 30), \
+            f'{len(probe.rewards)}/{len(episode)} rewards; diagnostics {probe.diag()}'
+        probe.spin_for(0.5)
+    finally:
+        node.process.send_signal(signal.SIGCONT)
+        probe.close()
+
+    assert [r.frame_index for r in probe.rewards] == list(range(len(episode)))
+    progress = np.array([r.progress for r in probe.rewards])
+    offline = predict_episode(load_checkpoint(checkpoint), episode)
+    np.testing.assert_allclose(progress, offline['progress'], atol=1e-4)
 
 
 @pytest.mark.slow

@@ -303,8 +303,12 @@ class RewardNode(LifecycleNode):
 
         ``take_message`` is what the executor calls for a ready subscription; calling it here
         saves an executor wait (a Python loop over every entity of the node) per message.
+        Partner streams (other cameras, joint states) first: adding a frame stamped
+        ``max_pairing_delay`` after a waiting one decides the waiting one with what the pairer
+        holds, so after a busy spell a backlog of frames taken before the partners DDS already
+        holds for them would pair its oldest frames with older joint states than their own.
         """
-        for subscription, handler in self._inputs:
+        for subscription, handler in self._inputs[1:] + self._inputs[:1]:
             with subscription.handle:
                 while (taken := subscription.handle.take_message(
                         subscription.msg_type, subscription.raw)) is not None:
