@@ -205,6 +205,51 @@ def _spearman(values) -> float:
     return float(np.corrcoef(ranks, np.arange(len(values)))[0, 1])
 
 
+def _replay(ros, start_node, checkpoint, episode, episode_id: str, max_pairing_delay: float,
+            period: float = 0.03, frozen: range = range(0), stamp_period: float | None = None):
+    """Start a node on lossless input, play ``episode`` to it and wait for every reward.
+
+    The frames in ``frozen`` are published while the node process is stopped (SIGSTOP), as if
+    a busy machine held it off the CPU. Frames are stamped as recorded, or ``stamp_period``
+    apart, ending now. Returns the node, the (closed) probe and the stamp of the first frame.
+    """
+    import signal
+
+    node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'queue_size:=100',
+                      'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100',
+                      f'max_pairing_delay:={max_pairing_delay}',
+                      f'joint_names:={json.dumps(JOINT_NAMES)}')
+    probe = Probe(ros, reliable=True)
+    try:
+        assert probe.wait_connected(), node.output()
+        probe.wait_for_diag(lambda d: d.get('state') == 'active')
+        probe.publish_status(episode_id, episode.task, episode.instruction)
+        probe.spin_for(0.5)
+        if stamp_period is None:
+            start, stamps = _now_ns(ros), episode.timestamps
+        else:
+            stamps = np.arange(len(episode)) * stamp_period
+            start = _now_ns(ros) - int(stamps[-1] * 1e9)
+        for t in range(len(episode)):
+            if frozen and t == frozen.start:
+                probe.spin_for(0.3)     # the node has caught up before it is frozen
+                node.process.send_signal(signal.SIGSTOP)
+            probe.publish({'corner': episode.images['corner'][t]}, episode.joint_positions[t],
+                          start + int(stamps[t] * 1e9))
+            probe.spin_for(period)
+            if frozen and t == frozen.stop - 1:
+                probe.spin_for(0.3)
+                node.process.send_signal(signal.SIGCONT)
+        assert probe.spin_until(lambda: len(probe.rewards) >= len(episode), 30), \
+            f'{len(probe.rewards)}/{len(episode)} rewards; diagnostics {probe.diag()}'
+        probe.spin_for(0.5)
+    finally:
+        if frozen:
+            node.process.send_signal(signal.SIGCONT)
+        probe.close()
+    return node, probe, start
+
+
 @pytest.mark.slow
 def test_progress_rises_over_a_replayed_successful_demonstration(ros, start_node,
                                                                  trained_on_demos):
@@ -216,25 +261,8 @@ def test_progress_rises_over_a_replayed_successful_demonstration(ros, start_node
     # and a pairing deadline no stall of a loaded machine reaches: past it a frame takes the
     # nearest joint state by design (0.2 s by default, for bounded latency on a robot), and
     # this test is about what the node computes from the frames, not about that deadline.
-    node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'queue_size:=100',
-                      'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100',
-                      'max_pairing_delay:=5.0', f'joint_names:={json.dumps(JOINT_NAMES)}')
-    probe = Probe(ros, reliable=True)
-    try:
-        assert probe.wait_connected(), node.output()
-        probe.wait_for_diag(lambda d: d.get('state') == 'active')
-        probe.publish_status('demo-held-out', episode.task, episode.instruction)
-        probe.spin_for(0.5)
-        start = _now_ns(ros)
-        for t in range(len(episode)):
-            probe.publish({'corner': episode.images['corner'][t]}, episode.joint_positions[t],
-                          start + int(episode.timestamps[t] * 1e9))
-            probe.spin_for(0.03)
-        assert probe.spin_until(lambda: len(probe.rewards) >= len(episode), 30), \
-            f'{len(probe.rewards)}/{len(episode)} rewards; diagnostics {probe.diag()}'
-        probe.spin_for(0.5)
-    finally:
-        probe.close()
+    node, probe, start = _replay(ros, start_node, checkpoint, episode, 'demo-held-out',
+                                 max_pairing_delay=5.0)
 
     rewards = probe.rewards
     assert [r.frame_index for r in rewards] == list(range(len(episode)))
@@ -271,41 +299,16 @@ def test_a_node_frozen_mid_episode_pairs_its_backlog_with_the_right_joint_states
     oldest of them before reading the joint states already waiting beside them would pair it
     with an older joint state than its own: the live progress would differ from offline.
     """
-    import signal
-
     from sarm2_reward.checkpoint import load_checkpoint
     from sarm2_reward.inference import predict_episode
 
     checkpoint, episode = trained_on_demos
-    # A pairing deadline the backlog's stamps span twice over, and that the delivery of a
-    # frame's joint state after the frame itself (a few ms) stays far below.
-    node = start_node(f'checkpoint:={checkpoint}', 'autostart:=true', 'queue_size:=100',
-                      'sensor_qos_reliability:=reliable', 'sensor_qos_depth:=100',
-                      'max_pairing_delay:=0.15', f'joint_names:={json.dumps(JOINT_NAMES)}')
-    probe = Probe(ros, reliable=True)
-    frozen = range(20, 44)  # 24 frames at 80 Hz: 0.3 s of stamps, twice the deadline
-    try:
-        assert probe.wait_connected(), node.output()
-        probe.wait_for_diag(lambda d: d.get('state') == 'active')
-        probe.publish_status('demo-frozen', episode.task, episode.instruction)
-        probe.spin_for(0.5)
-        start = _now_ns(ros)
-        for t in range(len(episode)):
-            if t == frozen.start:
-                probe.spin_for(0.3)     # the node has caught up before it is frozen
-                node.process.send_signal(signal.SIGSTOP)
-            probe.publish({'corner': episode.images['corner'][t]}, episode.joint_positions[t],
-                          start + int(episode.timestamps[t] * 1e9))
-            probe.spin_for(0.01)
-            if t == frozen.stop - 1:
-                probe.spin_for(0.3)
-                node.process.send_signal(signal.SIGCONT)
-        assert probe.spin_until(lambda: len(probe.rewards) >= len(episode), 30), \
-            f'{len(probe.rewards)}/{len(episode)} rewards; diagnostics {probe.diag()}'
-        probe.spin_for(0.5)
-    finally:
-        node.process.send_signal(signal.SIGCONT)
-        probe.close()
+    # Frames stamped 0.125 s apart (the model reads frames, not stamps): the 24 frozen ones
+    # span 3 s of stamps, twice the pairing deadline, and the deadline is far above any delay
+    # between a frame and its joint state on a loaded machine (the node is frozen 0.9 s).
+    _, probe, _ = _replay(ros, start_node, checkpoint, episode, 'demo-frozen',
+                          max_pairing_delay=1.5, period=0.01, frozen=range(20, 44),
+                          stamp_period=0.125)
 
     assert [r.frame_index for r in probe.rewards] == list(range(len(episode)))
     progress = np.array([r.progress for r in probe.rewards])
