@@ -444,6 +444,9 @@ def main(argv=None) -> int:
         return min(values) if values else None
 
     tuned = summary['sarm2_finetuned']
+    task_pooled = aggregate([r['pooled'] for r in task_calibrated], ROLLOUT_METRICS)
+    task_rates = {t: aggregate([r['per_task'][t] for r in task_calibrated], ROLLOUT_METRICS)
+                  for t in args.rollout_tasks}
     report = {
         'sarm2_mse': sarm2['test']['value_mse_macro'],
         'sarm2_mse_micro': sarm2['test']['value_mse_micro'],
@@ -476,13 +479,11 @@ def main(argv=None) -> int:
         'rollout_success_false_positive_rate_demo_only':
             sarm2['rollouts']['pooled']['false_positive_rate'],
         'success_threshold': _mean_metric(calibrations, 'threshold'),
-        'rollout_success_false_positive_rate_task_thresholds': aggregate(
-            [r['pooled'] for r in task_calibrated], ROLLOUT_METRICS)['false_positive_rate'],
-        'rollout_success_true_positive_rate_task_thresholds': aggregate(
-            [r['pooled'] for r in task_calibrated], ROLLOUT_METRICS)['true_positive_rate'],
+        'rollout_success_false_positive_rate_task_thresholds':
+            task_pooled['false_positive_rate'],
+        'rollout_success_true_positive_rate_task_thresholds': task_pooled['true_positive_rate'],
         'rollout_success_rates_task_thresholds': {
-            t: {k: aggregate([r['per_task'][t] for r in task_calibrated], ROLLOUT_METRICS)[k]
-                for k in ('false_positive_rate', 'true_positive_rate')}
+            t: {k: task_rates[t][k] for k in ('false_positive_rate', 'true_positive_rate')}
             for t in args.rollout_tasks},
         'success_threshold_per_task': {
             t: float(np.mean([c['per_task'][t]['threshold'] for c in calibrations]))

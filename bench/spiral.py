@@ -289,8 +289,8 @@ def flywheel_outcomes(args, run: 'SeedRun', flywheel: CachedLabeler, labelers: d
         return {}
     default = EpisodeLimits().success_threshold
     if args.flywheel_reward == 'finetuned':
-        calibration = read_config(args.work_dir / f'flywheel-s{run.seed}' / 'checkpoint')[
-            'metadata']['success_calibration']
+        calibration = read_config(flywheel_checkpoint(args, run))['metadata'][
+            'success_calibration']
         thresholds = {task: c['threshold'] for task, c in calibration['per_task'].items()}
         labelled = [e for task in round0.values() for e in task['evaluated'] + task['explored']]
         shared = RewardOutcomes(flywheel, thresholds, calibration['threshold'], labelled)
@@ -430,13 +430,18 @@ def round_zero(args, run: SeedRun) -> dict:
     return data
 
 
+def flywheel_checkpoint(args, run: SeedRun) -> Path:
+    """Return where this seed's fine-tuned flywheel SARM2 is written."""
+    return args.work_dir / f'flywheel-s{run.seed}' / 'checkpoint'
+
+
 def flywheel_labeler(args, run: SeedRun, demo_reward: Path, demo_bags: list[Path]):
     """Return the flywheel's reward for this seed (see --flywheel-reward)."""
     if args.flywheel_reward == 'sim_labels':
         return LabelCurveLabeler()
     if args.flywheel_reward == 'demo':
         return Sarm2Labeler.from_checkpoint(demo_reward)
-    out = args.work_dir / f'flywheel-s{run.seed}' / 'checkpoint'
+    out = flywheel_checkpoint(args, run)
     shutil.rmtree(out.parent, ignore_errors=True)
     round0 = [run.directory / task / name for task in args.tasks
               for name in ('round0-base', 'round0-explore')
