@@ -623,6 +623,41 @@ def test_reward_success_needs_consecutive_frames_and_a_reward_node(ros, arm, sta
     assert response.result.success and response.result.reason == 'success'
 
 
+def test_reward_success_uses_the_reward_checkpoints_calibrated_threshold(
+        ros, arm, start_node, tiny_checkpoint, tiny_reward_checkpoint, tmp_path):
+    """A fine-tuned reward checkpoint's per-task threshold replaces ``success_threshold``."""
+    from sarm2_common.ros.qos import RELIABLE
+    from sarm2_msgs.msg import StageReward
+    from sarm2_reward.checkpoint import load_checkpoint, save_checkpoint
+
+    calibrated = save_checkpoint(load_checkpoint(tiny_reward_checkpoint), tmp_path / 'rm2',
+                                 metadata={'success_calibration': {
+                                     'threshold': 0.99, 'per_task': {'reach-v3': {
+                                         'threshold': 0.5}}}})
+    name = unique_name()
+    node = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'bags',
+                                              success_source='reward', success_threshold='0.9',
+                                              success_calibration=str(calibrated)))
+    arm.connect(name)
+    rewards = arm.node.create_publisher(StageReward, '/sarm2/stage_reward', RELIABLE)
+    handle = arm.send_goal(record=False)
+    assert handle.accepted
+    assert wait_until(lambda: 'success threshold 0.500 from' in node.output(), 10), \
+        node.output()
+    settle_discovery()
+    for _ in range(3):       # under the parameter's 0.9, at the task's calibrated 0.5
+        rewards.publish(StageReward(success_probability=0.6))
+        time.sleep(0.05)
+    response = wait_future(handle.get_result_async(), 20)
+    assert response.result.success and response.result.reason == 'success'
+
+    # A calibration that cannot be read rejects the goal with a reason; the node keeps running.
+    (calibrated / 'config.json').write_text('{not json')
+    assert not arm.send_goal(record=False).accepted
+    assert wait_until(lambda: 'goal rejected: success_calibration:' in node.output(), 10)
+    assert 'rm2/config.json: not valid JSON' in node.output() and node.alive()
+
+
 def test_two_policy_nodes_with_one_name_are_reported(ros, start_node, tiny_checkpoint, tmp_path):
     name = unique_name()
     first = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'a',

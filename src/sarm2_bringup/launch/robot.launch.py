@@ -8,8 +8,10 @@ Your drivers publish the camera and joint states; this launch file adds the rewa
 policy node (which records each episode as a bag). Every topic is an argument; safety limits,
 control rate and the rest come from sarm2_bringup's config/policy_node.yaml and
 config/reward_node.yaml (copy them and pass your own with policy_params:=... /
-reward_params:=...). Success on a real robot comes from the reward model's success probability:
-nothing reads simulator ground truth here.
+reward_params:=...). Success on a real robot comes from the reward model's success probability,
+at the threshold the reward checkpoint calibrated for the task when it was fine-tuned on
+labelled rollouts (else the policy node's success_threshold): nothing reads simulator ground
+truth here.
 """
 
 from launch import LaunchDescription
@@ -77,5 +79,7 @@ def generate_launch_description():
                      'bag_directory': LaunchConfiguration('bag_directory'),
                      # A real robot has no simulator ground truth: success comes from SARM2.
                      'success_source': 'reward', 'reset_service': '', 'set_task_service': '',
+                     # The reward model's own calibrated threshold for the task, when it has one.
+                     'success_calibration': LaunchConfiguration('reward_checkpoint'),
                      'autostart': True, 'use_sim_time': use_sim_time}])
     return LaunchDescription(arguments + rviz(use_sim_time) + [reward, policy])

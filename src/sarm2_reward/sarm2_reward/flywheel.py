@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_checkpoint, state_fingerprint
+from .checkpoint import (CheckpointError, CONFIG_FILE, load_checkpoint, read_config,
+                         save_checkpoint, state_fingerprint)
 from .metrics import debounced_peak
 from sarm2_common.episode import Episode, UNLABELLED
 from sarm2_common.rollout_labels import check_label, label_path, LabelError
@@ -151,6 +152,31 @@ def calibrate_success(success_probabilities: list[np.ndarray], outcomes: list[bo
         'true_positive_rate': float(detected[outcomes].mean()) if outcomes.any() else None,
         'rollouts': int(len(outcomes)), 'successes': int(outcomes.sum()),
     }
+
+
+def calibrated_success_threshold(checkpoint, task: str) -> tuple[float, str] | None:
+    """Return the success threshold ``checkpoint``'s calibration sets for ``task``, and its origin.
+
+    The task's own threshold (``success_calibration.per_task``) when the checkpoint has one,
+    else the one calibrated over all its rollouts; ``None`` for a checkpoint that was never
+    calibrated (trained on demonstrations only). The origin names the checkpoint and the key,
+    for logs and bag metadata. Raises ``CheckpointError`` naming the file and the field when
+    the directory is not a checkpoint or its calibration is malformed.
+    """
+    calibration = read_config(checkpoint).get('metadata', {}).get('success_calibration')
+    if calibration is None:
+        return None
+    path = Path(checkpoint) / CONFIG_FILE
+    per_task = calibration.get('per_task') if isinstance(calibration, dict) else None
+    if isinstance(per_task, dict) and task in per_task:
+        entry, key = per_task[task], f'success_calibration.per_task.{task}.threshold'
+    else:
+        entry, key = calibration, 'success_calibration.threshold'
+    threshold = entry.get('threshold') if isinstance(entry, dict) else None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not 0.0 < threshold <= 1.0:
+        raise CheckpointError(f'{path}: {key} is {threshold!r}, not a probability in (0, 1]')
+    return float(threshold), f'{path} {key}'
 
 
 def finetune_train_config(**overrides) -> TrainConfig:

@@ -52,3 +52,31 @@ def test_bad_parameters_are_rejected(bad):
     with pytest.raises(ValueError):
         PolicyNodeConfig(**bad)
 
+
+
+def test_the_success_threshold_comes_from_the_reward_checkpoints_calibration(tmp_path):
+    from sarm2_reward.checkpoint import save_checkpoint
+    from sarm2_reward.model import Sarm2Config, Sarm2Model
+
+    model = Sarm2Model(Sarm2Config(image_size=32, cnn_channels=(4, 8), frame_embed_dim=16,
+                                   d_model=16, n_heads=2, stage_layers=1, value_layers=1,
+                                   num_experts=4, top_k=2, expert_hidden=8))
+    calibrated = save_checkpoint(model, tmp_path / 'calibrated', metadata={
+        'success_calibration': {'threshold': 0.97, 'per_task': {'reach-v3': {'threshold': 0.6}}}})
+    demo_only = save_checkpoint(model, tmp_path / 'demo_only')
+    config = PolicyNodeConfig(success_source='reward', success_threshold=0.9,
+                              success_calibration=str(calibrated))
+    assert config.success_threshold_for('reach-v3')[0] == 0.6
+    assert config.success_threshold_for('drawer-open-v3')[0] == 0.97
+    assert config.limits(success_threshold=0.6).success_threshold == 0.6
+    # Never calibrated: the parameter, and the origin says why.
+    threshold, origin = PolicyNodeConfig(
+        success_source='reward', success_calibration=str(demo_only)).success_threshold_for('x')
+    assert threshold == 0.9 and 'has no success calibration' in origin
+    # Success from the simulator: the calibration is not read at all.
+    gone = str(tmp_path / 'gone')
+    assert PolicyNodeConfig(success_source='sim', success_calibration=gone).success_threshold_for(
+        'x') == (0.9, 'success_threshold')
+    with pytest.raises(ValueError, match='does not exist'):
+        PolicyNodeConfig(success_source='reward', success_calibration=gone).success_threshold_for(
+            'x')

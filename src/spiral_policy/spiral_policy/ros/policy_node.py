@@ -92,6 +92,7 @@ class _Episode:
     goal_handle: object
     started: float                              # node clock, s
     success_detector: SuccessDetector
+    threshold_origin: str = ''                  # where limits.success_threshold came from
     steps: int = 0
     episode_return: float = 0.0
     reward_success: bool = False
@@ -511,6 +512,10 @@ class PolicyNode(LifecycleNode):
             self._node_parameters.config.limits(goal.max_steps, goal.time_limit)
         except ValueError as error:
             return f'bad limits: {error}'
+        try:
+            self._node_parameters.config.success_threshold_for(goal.task)
+        except ValueError as error:
+            return f'success_calibration: {error}'
         return ''
 
     def _on_goal(self, goal) -> GoalResponse:
@@ -546,7 +551,12 @@ class PolicyNode(LifecycleNode):
         instruction = goal.instruction or catalogue_instruction(goal.task)
         episode_id = uuid.uuid4().hex[:12]
         result.episode_id = episode_id
-        problem = self._prepare_world(goal, instruction, episode_id)
+        try:
+            threshold, threshold_origin = config.success_threshold_for(goal.task)
+        except ValueError as error:      # the file changed since the goal was accepted
+            problem = f'success_calibration: {error}'
+        else:
+            problem = self._prepare_world(goal, instruction, episode_id)
         if problem:
             self.get_logger().error(f'episode not started: {problem}')
             result.reason = f'{END_FAULT}: {problem}'
@@ -562,12 +572,13 @@ class PolicyNode(LifecycleNode):
         with self._command_lock:
             self._core.begin_episode(measured if self.config.command_interface != 'twist'
                                      else None)
-        limits = config.limits(goal.max_steps, goal.time_limit)
+        limits = config.limits(goal.max_steps, goal.time_limit, threshold)
         episode = _Episode(episode_id=episode_id, task=goal.task, instruction=instruction,
                            seed=int(goal.seed), limits=limits, goal_handle=goal_handle,
                            started=self._now(),
                            success_detector=SuccessDetector(limits.success_threshold,
-                                                            limits.success_frames))
+                                                            limits.success_frames),
+                           threshold_origin=threshold_origin)
         if goal.record:
             metadata = self._metadata(episode, config)
             episode.bag_path = str(self._recording.start(
@@ -576,7 +587,9 @@ class PolicyNode(LifecycleNode):
                                           self.get_clock().now().to_msg())))
         self._episode = episode
         self._publish_status(episode, EpisodeStatus.RUNNING)
-        self.get_logger().info(f'episode {episode_id} started: {goal.task} ({instruction!r})')
+        self.get_logger().info(f'episode {episode_id} started: {goal.task} ({instruction!r})'
+                               + (f', success threshold {threshold:.3f} from {threshold_origin}'
+                                  if config.success_source == 'reward' else ''))
         while not episode.done.wait(0.1):
             if not rclpy.ok():
                 self._finish(episode, END_SHUTDOWN)
@@ -706,6 +719,7 @@ class PolicyNode(LifecycleNode):
             'limits': {'max_steps': episode.limits.max_steps,
                        'time_limit': episode.limits.time_limit,
                        'success_threshold': episode.limits.success_threshold,
+                       'success_threshold_origin': episode.threshold_origin,
                        'success_frames': episode.limits.success_frames},
         }
 
