@@ -361,6 +361,9 @@ def base_vla(args) -> Path:
 
 def spiral_config(args, method: str) -> SpiralConfig:
     _, _, reward_source, alpha = METHODS[method]
+    # --mc-alpha moves the blend of the methods that blend; MC-only and TD-only stay pure.
+    if 0.0 < alpha < 1.0:
+        alpha = args.mc_alpha
     # The sparse reward is the outcome alone: its success reward stays at 1.
     success_reward = args.success_reward if reward_source == 'dense' else 1.0
     return compact_vla_config(chunk_size=args.chunk_size, updates=args.updates, mc_alpha=alpha,
@@ -731,6 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "flywheel's labelled round 0, at each task's calibrated threshold; "
                              "the demonstration-only model's own head at 0.9). Evaluation "
                              "always uses the simulator's flag")
+    parser.add_argument('--mc-alpha', type=float, default=COMPACT.mc_alpha,
+                        help='weight of the Monte-Carlo return in the critic target of the '
+                             'methods that blend it with TD (MC-only stays 1, TD-only 0)')
     parser.add_argument('--beta', type=float, default=COMPACT.beta,
                         help='weight of the residual penalty in the actor loss')
     parser.add_argument('--base-checkpoint', type=Path,
@@ -755,7 +761,7 @@ SETTINGS_KEYS = ('episodes', 'rounds', 'updates', 'base', 'base_bias', 'chunk_si
                  'demos_per_task', 'reward_steps', 'vla_steps', 'residual_scale', 'beta',
                  'gamma', 'mc_target', 'transitions', 'explore_episodes', 'flywheel_reward',
                  'best_of_k', 'observation', 'finetune_steps', 'success_reward',
-                 'outcome_source')
+                 'outcome_source', 'mc_alpha')
 
 
 def load_results(results_dir: Path, tasks, methods) -> tuple[dict, dict]:
