@@ -90,6 +90,9 @@ def test_loop_runs_a_round_through_the_nodes_and_resumes(checkpoints, tmp_path):
 
     summary = (run / 'report' / 'summary.txt').read_text()
     assert 'live AUROC' in summary and finetuned_id in summary
+    # the success threshold the fine-tuning calibrated for the task, for a robot's policy node
+    calibrated = provenance['success_calibration']['per_task'][TASK]['threshold']
+    assert f'{TASK} {calibrated:.3f}' in summary
     # the tiny random VLA fails every episode: the round says what that means for the update
     assert 'rollouts so far failed' in summary
     assert (run / 'report' / 'live_progress.png').stat().st_size > 1000

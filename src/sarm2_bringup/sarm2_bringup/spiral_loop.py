@@ -646,6 +646,16 @@ def flywheel_notes(ctx: RunContext) -> list[str]:
                      f'-> {finetune["model_id"]} (its config.json lists every rollout bag and '
                      'label it learned from); rounds >= 1 relabel every bag and run the reward '
                      'node with it.')
+        calibration = finetune.get('calibration') or {}
+        per_task = calibration.get('per_task') or {}
+        if per_task:
+            cells = '; '.join(
+                f'{task} {c["threshold"]:.3f} ({c["true_positive_rate"] or 0:.0%} of '
+                f'{c["successes"]} successes)' for task, c in sorted(per_task.items()))
+            notes.append('Its success head, calibrated on those rollouts (held 3 frames, no '
+                         f'false positive among them; in-sample rates): {cells}. On a robot the '
+                         "policy node's success_calibration (this checkpoint) ends episodes "
+                         'at these thresholds.')
     return notes
 
 
