@@ -107,15 +107,22 @@ def test_behaviour_cloning_learns_instruction_and_state(tmp_path):
                            BcTrainingConfig(steps=250, batch_size=32, learning_rate=3e-3,
                                             warmup_steps=10, shift_pixels=1),
                            out_dir=tmp_path / 'bc', progress=False)
-    assert summary['episodes'] == 8 and summary['final_l1'] < 0.3
+    # Normalised L1: a model that ignores the state sits near 0.43, and ~0.33 is the floor for one
+    # that does not memorise (the later actions of a chunk follow joints it has not seen yet).
+    assert summary['episodes'] == 8 and summary['final_l1'] < 0.38
     policy = CompactVlaPolicy.from_checkpoint(tmp_path / 'bc')
     image = {'corner': np.full((16, 16, 3), 128, np.uint8)}
     for instruction, sign in INSTRUCTIONS.items():
-        state = np.array([0.6, 0.0, 0.0], np.float32)
-        chunk = policy.select_action(PolicyObservation(image, state, instruction))
-        assert chunk.shape == (4, 2)
-        assert np.sign(chunk[:, 0]).tolist() == [sign] * 4
-        assert chunk[0, 1] < -0.2       # the first action's y follows -state[0]
+        first_y = {}
+        for joint in (0.6, -0.6):
+            state = np.array([joint, 0.0, 0.0], np.float32)
+            chunk = policy.select_action(PolicyObservation(image, state, instruction))
+            assert chunk.shape == (4, 2)
+            assert np.sign(chunk[:, 0]).tolist() == [sign] * 4
+            first_y[joint] = chunk[0, 1]
+        # The first action's y follows -state[0]: a perfect fit moves it by 1.2 between the two
+        # states, one that ignores the state by 0 (0.9-1.7 measured over 12 training seeds).
+        assert first_y[-0.6] - first_y[0.6] > 0.6
 
 
 def test_training_refuses_only_failures():
