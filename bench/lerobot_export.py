@@ -31,7 +31,7 @@ from sarm2_reward.evaluation import evaluate
 from sarm2_reward.lerobot_dataset import read_lerobot_dataset
 from sarm2_reward.lerobot_export import ExportConfig, export_lerobot
 from sarm2_reward.model import Sarm2Config, Sarm2Model
-from sarm2_reward.train import TrainConfig, train_model
+from sarm2_reward.training import TrainConfig, train_model
 from sarm2_sim.demonstrations import record_demonstrations
 import torch
 

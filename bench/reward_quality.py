@@ -55,7 +55,7 @@ from sarm2_reward.inference import Sarm2Predictor
 from sarm2_reward.lrm.options import add_lrm_arguments, lrm_from_args, lrm_requested
 from sarm2_reward.metrics import summarize_rollouts
 from sarm2_reward.model import Sarm2Config, Sarm2Model
-from sarm2_reward.train import TrainConfig, train_model
+from sarm2_reward.training import TrainConfig, train_model
 from sarm2_reward.training_data import estimate_stage_priors, TargetConfig
 from sarm2_sim.demonstrations import record_demonstrations, TIMINGS
 from sarm2_sim.sim_labels import main as label_rollouts_from_sim, SEGMENT_MODES

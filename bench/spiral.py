@@ -57,7 +57,7 @@ from sarm2_reward.flywheel import DEFAULT_CONSECUTIVE, finetune_on_rollouts, \
 from sarm2_reward.metrics import debounced_peak
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.text_embedding import make_text_embedder
-from sarm2_reward.train import train_model, TrainConfig
+from sarm2_reward.training import train_model, TrainConfig
 from sarm2_sim.demonstrations import record_demonstrations
 from sarm2_sim.sim_arm import SimArm, SimArmConfig
 from sarm2_sim.sim_labels import demonstration_scales, label_from_truth, read_rollout_truth

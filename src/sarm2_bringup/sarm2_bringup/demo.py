@@ -133,7 +133,7 @@ def step_reward(ctx: RunContext, out: Path) -> dict:
     from sarm2_reward.datasets import split_by_task
     from sarm2_reward.evaluation import evaluate, PerTaskModels
     from sarm2_reward.model import Sarm2Config, Sarm2Model
-    from sarm2_reward.train import TrainConfig, train_model
+    from sarm2_reward.training import TrainConfig, train_model
     from sarm2_reward.training_data import estimate_stage_priors
 
     config = ctx.config

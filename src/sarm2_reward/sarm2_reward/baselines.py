@@ -18,7 +18,6 @@ from torch.nn import functional
 
 from . import model as keys
 from sarm2_common.episode import Episode
-from .inference import encode_episode
 from .model import (CausalTransformer, config_from_dict, FramePreprocessing, Sarm2Config,
                     WindowTokenizer)
 from .training_data import STAGE_TAU, StagePriors
@@ -131,7 +130,7 @@ class SarmV1Model(FramePreprocessing):
     def predict_episode(self, episode: Episode, batch_size: int = 256) -> dict[str, np.ndarray]:
         """Per-frame ``progress`` [T] and ``primitive_probs`` [T, P] of a whole episode."""
         self.eval()
-        frame_emb = encode_episode(self, episode, batch_size)
+        frame_emb = self.encode_episode(episode, batch_size)
         states = torch.as_tensor(episode.joint_positions, dtype=torch.float32)
         parts = [self.predict_frames(frame_emb, states, np.arange(s, min(s + batch_size,
                                                                          len(episode))))

@@ -34,7 +34,7 @@ from .checkpoint import (CheckpointError, CONFIG_FILE, load_checkpoint, read_con
 from .metrics import debounced_peak
 from sarm2_common.episode import Episode, UNLABELLED
 from sarm2_common.rollout_labels import check_label, label_path, LabelError
-from .train import TrainConfig, train_model
+from .training import TrainConfig, train_model
 from .training_data import ROLLOUT_LABEL, TargetConfig
 
 LOG = logging.getLogger('sarm2_reward.flywheel')

@@ -13,7 +13,7 @@ import torch
 
 from .checkpoint import load_checkpoint, state_fingerprint
 from sarm2_common.episode import Episode
-from .model import FramePreprocessing, Sarm2Model
+from .model import Sarm2Model
 from .text_embedding import make_text_embedder
 from .windows import stage_window, value_window
 
@@ -161,26 +161,6 @@ class Sarm2Predictor:
 
 
 @torch.no_grad()
-def encode_episode(model: FramePreprocessing, episode: Episode,
-                   batch_size: int = 256) -> torch.Tensor:
-    """Embeddings of every frame and camera of an episode: [T, C, E]."""
-    model.eval()
-    cameras = model.window_config.cameras
-    missing = [c for c in cameras if c not in episode.images]
-    if missing:
-        raise ValueError(f'episode {episode.episode_id} lacks cameras {missing}; the model '
-                         f'expects {list(cameras)}')
-    device = next(model.parameters()).device
-    per_camera = []
-    for camera in cameras:
-        frames = episode.images[camera]
-        chunks = [model.encode_images(torch.from_numpy(frames[i:i + batch_size]).to(device))
-                  for i in range(0, len(frames), batch_size)]
-        per_camera.append(torch.cat(chunks))
-    return torch.stack(per_camera, dim=1)
-
-
-@torch.no_grad()
 def predict_episode(model: Sarm2Model, episode: Episode, text_embedder=None,
                     batch_size: int = 256) -> dict[str, np.ndarray]:
     """Offline per-frame predictions for a whole episode, as if it were played live.
@@ -192,7 +172,7 @@ def predict_episode(model: Sarm2Model, episode: Episode, text_embedder=None,
     device = next(model.parameters()).device
     text_embedder = text_embedder or make_text_embedder(model.config.text_model_path)
     instruction = torch.as_tensor(text_embedder.embed([episode.instruction]), device=device)
-    frame_emb = encode_episode(model, episode, batch_size)
+    frame_emb = model.encode_episode(episode, batch_size)
     states = torch.as_tensor(episode.joint_positions, dtype=torch.float32, device=device)
     length = len(episode)
     keys = ('primitive_probs', 'group_probs', 'progress', 'value', 'success_probability')

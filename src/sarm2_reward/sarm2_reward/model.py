@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from sarm2_common.episode import Episode
 from .encoders import build_encoder
 from .text_embedding import make_text_embedder, primitive_text
 from sarm2_common.vocabulary import NUM_GROUPS, NUM_PRIMITIVES, PRIMITIVE_TO_GROUP, PRIMITIVES
@@ -429,6 +430,24 @@ class FramePreprocessing(nn.Module):
         if pixels.shape[-2:] != (size, size):
             pixels = functional.interpolate(pixels, size=(size, size), mode='area')
         return self.encoder(pixels).reshape(*lead, -1)
+
+    @torch.no_grad()
+    def encode_episode(self, episode: Episode, batch_size: int = 256) -> torch.Tensor:
+        """Embeddings of every frame and camera of an episode: [T, C, E]."""
+        self.eval()
+        cameras = self.window_config.cameras
+        missing = [c for c in cameras if c not in episode.images]
+        if missing:
+            raise ValueError(f'episode {episode.episode_id} lacks cameras {missing}; the model '
+                             f'expects {list(cameras)}')
+        device = next(self.parameters()).device
+        per_camera = []
+        for camera in cameras:
+            frames = episode.images[camera]
+            chunks = [self.encode_images(torch.from_numpy(frames[i:i + batch_size]).to(device))
+                      for i in range(0, len(frames), batch_size)]
+            per_camera.append(torch.cat(chunks))
+        return torch.stack(per_camera, dim=1)
 
 
 class Sarm2Model(FramePreprocessing):

@@ -15,7 +15,8 @@ from sarm2_reward.flywheel import (calibrate_success, calibrated_success_thresho
 from sarm2_reward.inference import predict_episode
 from sarm2_reward.metrics import debounced_peak, first_detection
 from sarm2_reward.model import Sarm2Config, Sarm2Model
-from sarm2_reward.train import main as train_main, train_model, TrainConfig
+from sarm2_reward.train import main as train_main
+from sarm2_reward.training import train_model, TrainConfig
 from synthetic_episodes import make_episode, make_episodes, one_torch_thread  # noqa: F401
 
 TINY = {'image_size': 32, 'cnn_channels': (8, 16), 'frame_embed_dim': 16, 'd_model': 16,

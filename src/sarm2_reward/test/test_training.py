@@ -11,7 +11,8 @@ from sarm2_reward.baselines import SarmV1Config, SarmV1Model, TimeLinearBaseline
 from sarm2_reward.checkpoint import load_checkpoint, state_fingerprint
 from sarm2_reward.evaluation import evaluate, main as evaluate_main
 from sarm2_reward.model import Sarm2Config, Sarm2Model
-from sarm2_reward.train import main as train_main, train_model, TrainConfig
+from sarm2_reward.train import main as train_main
+from sarm2_reward.training import train_model, TrainConfig
 from sarm2_reward.training_data import estimate_stage_priors, progress_targets, success_labels
 from sarm2_common.vocabulary import primitive_id
 from synthetic_episodes import make_episodes, one_torch_thread  # noqa: F401 - fixture
@@ -208,7 +209,7 @@ def test_anchor_value_head_switches_train_and_load(tmp_path):
 def test_stage_pretraining_leaves_the_value_decoder_untouched():
     model = tiny_model(**ANCHOR)
     from sarm2_reward.text_embedding import make_text_embedder
-    from sarm2_reward.train import window_sizes
+    from sarm2_reward.training import window_sizes
     from sarm2_reward.training_data import EpisodeSampler, TargetConfig
 
     episodes = make_episodes(2, seed=3)
