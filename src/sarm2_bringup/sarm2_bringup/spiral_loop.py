@@ -652,10 +652,11 @@ def flywheel_notes(ctx: RunContext) -> list[str]:
             cells = '; '.join(
                 f'{task} {c["threshold"]:.3f} ({c["true_positive_rate"] or 0:.0%} of '
                 f'{c["successes"]} successes)' for task, c in sorted(per_task.items()))
-            notes.append('Its success head, calibrated on those rollouts (held 3 frames, no '
-                         f'false positive among them; in-sample rates): {cells}. On a robot the '
-                         "policy node's success_calibration (this checkpoint) ends episodes "
-                         'at these thresholds.')
+            frames = calibration['consecutive_frames']
+            notes.append(f'Its success head, calibrated on those rollouts (held {frames} frames, '
+                         f'no false positive among them; in-sample rates): {cells}. On a robot '
+                         "the policy node's success_calibration (this checkpoint) ends "
+                         'episodes at these thresholds.')
     return notes
 
 

@@ -53,7 +53,6 @@ def test_bad_parameters_are_rejected(bad):
         PolicyNodeConfig(**bad)
 
 
-
 def test_the_success_threshold_comes_from_the_reward_checkpoints_calibration(tmp_path):
     from sarm2_reward.checkpoint import save_checkpoint
     from sarm2_reward.model import Sarm2Config, Sarm2Model
