@@ -625,29 +625,37 @@ def test_reward_success_needs_consecutive_frames_and_a_reward_node(ros, arm, sta
 
 def test_reward_success_uses_the_reward_checkpoints_calibrated_threshold(
         ros, arm, start_node, tiny_checkpoint, tiny_reward_checkpoint, tmp_path):
-    """A fine-tuned reward checkpoint's per-task threshold replaces ``success_threshold``."""
+    """A fine-tuned reward checkpoint's per-task threshold replaces ``success_threshold``.
+
+    It holds for the frames it was calibrated for, even when ``success_frames`` asks for fewer.
+    """
     from sarm2_common.ros.qos import RELIABLE
     from sarm2_msgs.msg import StageReward
     from sarm2_reward.checkpoint import load_checkpoint, save_checkpoint
 
     calibrated = save_checkpoint(load_checkpoint(tiny_reward_checkpoint), tmp_path / 'rm2',
                                  metadata={'success_calibration': {
-                                     'threshold': 0.99, 'per_task': {'reach-v3': {
-                                         'threshold': 0.5}}}})
+                                     'threshold': 0.99, 'consecutive_frames': 3,
+                                     'per_task': {'reach-v3': {'threshold': 0.5,
+                                                               'consecutive_frames': 3}}}})
     name = unique_name()
     node = start_node(NODE, name, node_params(tiny_checkpoint, tmp_path / 'bags',
                                               success_source='reward', success_threshold='0.9',
+                                              success_frames='1',
                                               success_calibration=str(calibrated)))
     arm.connect(name)
     rewards = arm.node.create_publisher(StageReward, '/sarm2/stage_reward', RELIABLE)
     handle = arm.send_goal(record=False)
     assert handle.accepted
-    assert wait_until(lambda: 'success threshold 0.500 from' in node.output(), 10), \
+    assert wait_until(lambda: 'success threshold 0.500 held 3 frames from' in node.output(), 10), \
         node.output()
     settle_discovery()
-    for _ in range(3):       # under the parameter's 0.9, at the task's calibrated 0.5
+    for _ in range(2):       # under the parameter's 0.9, at the task's calibrated 0.5; 2 < 3
         rewards.publish(StageReward(success_probability=0.6))
         time.sleep(0.05)
+    time.sleep(0.5)
+    assert not handle.get_result_async().done()
+    rewards.publish(StageReward(success_probability=0.6))      # the third frame in a row
     response = wait_future(handle.get_result_async(), 20)
     assert response.result.success and response.result.reason == 'success'
 

@@ -154,14 +154,28 @@ def calibrate_success(success_probabilities: list[np.ndarray], outcomes: list[bo
     }
 
 
-def calibrated_success_threshold(checkpoint, task: str) -> tuple[float, str] | None:
-    """Return the success threshold ``checkpoint``'s calibration sets for ``task``, and its origin.
+@dataclass(frozen=True)
+class CalibratedSuccess:
+    """A checkpoint's calibrated success rule for one task.
+
+    The threshold, the frames it must hold for (the false-positive rate was measured for that
+    many), and where both came from.
+    """
+
+    threshold: float
+    frames: int
+    origin: str
+
+
+def calibrated_success_rule(checkpoint, task: str) -> CalibratedSuccess | None:
+    """Return the success rule ``checkpoint``'s calibration sets for ``task``.
 
     The task's own threshold (``success_calibration.per_task``) when the checkpoint has one,
-    else the one calibrated over all its rollouts; ``None`` for a checkpoint that was never
-    calibrated (trained on demonstrations only). The origin names the checkpoint and the key,
-    for logs and bag metadata. Raises ``CheckpointError`` naming the file and the field when
-    the directory is not a checkpoint or its calibration is malformed.
+    else the one calibrated over all its rollouts, with the consecutive frames it was
+    calibrated for; ``None`` for a checkpoint that was never calibrated (trained on
+    demonstrations only). The origin names the checkpoint and the key, for logs and bag
+    metadata. Raises ``CheckpointError`` naming the file and the field when the directory is
+    not a checkpoint or its calibration is malformed.
     """
     calibration = read_config(checkpoint).get('metadata', {}).get('success_calibration')
     if calibration is None:
@@ -169,14 +183,19 @@ def calibrated_success_threshold(checkpoint, task: str) -> tuple[float, str] | N
     path = Path(checkpoint) / CONFIG_FILE
     per_task = calibration.get('per_task') if isinstance(calibration, dict) else None
     if isinstance(per_task, dict) and task in per_task:
-        entry, key = per_task[task], f'success_calibration.per_task.{task}.threshold'
+        entry, key = per_task[task], f'success_calibration.per_task.{task}'
     else:
-        entry, key = calibration, 'success_calibration.threshold'
+        entry, key = calibration, 'success_calibration'
     threshold = entry.get('threshold') if isinstance(entry, dict) else None
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0.0 < threshold <= 1.0:
-        raise CheckpointError(f'{path}: {key} is {threshold!r}, not a probability in (0, 1]')
-    return float(threshold), f'{path} {key}'
+        raise CheckpointError(f'{path}: {key}.threshold is {threshold!r}, not a probability in '
+                              '(0, 1]')
+    frames = entry.get('consecutive_frames')
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise CheckpointError(f'{path}: {key}.consecutive_frames is {frames!r}, not a whole '
+                              'number of frames >= 1')
+    return CalibratedSuccess(float(threshold), frames, f'{path} {key}.threshold')
 
 
 def finetune_train_config(**overrides) -> TrainConfig:

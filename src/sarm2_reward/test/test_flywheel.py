@@ -8,10 +8,10 @@ from sarm2_common import bag_io, topics
 from sarm2_common.rollout_labels import (bag_digest, progress_targets, RolloutLabel,
                                          save_label, Segment)
 from sarm2_reward.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
-from sarm2_reward.flywheel import (calibrate_success, calibrated_success_threshold,
-                                   finetune_on_rollouts,
-                                   finetune_train_config,
-                                   load_labelled_rollouts, mix_weights, RolloutMix)
+from sarm2_reward.flywheel import (calibrate_success, calibrated_success_rule, CalibratedSuccess,
+                                   DEFAULT_CONSECUTIVE, finetune_on_rollouts,
+                                   finetune_train_config, load_labelled_rollouts, mix_weights,
+                                   RolloutMix)
 from sarm2_reward.inference import predict_episode
 from sarm2_reward.metrics import debounced_peak, first_detection
 from sarm2_reward.model import Sarm2Config, Sarm2Model
@@ -117,12 +117,13 @@ def test_finetuning_lowers_the_value_error_on_labelled_failed_rollouts(
     # What the policy node reads: the task's own threshold, else the pooled one; a
     # checkpoint trained on demonstrations only has none.
     task = rollouts.episodes[0].task
-    threshold, origin = calibrated_success_threshold(out, task)
-    assert threshold == per_task[task]['threshold'] and f'per_task.{task}' in origin
-    assert calibrated_success_threshold(out, 'another-task-v3') == (
-        metadata['success_calibration']['threshold'],
+    rule = calibrated_success_rule(out, task)
+    assert rule.threshold == per_task[task]['threshold'] and f'per_task.{task}' in rule.origin
+    assert rule.frames == per_task[task]['consecutive_frames'] == DEFAULT_CONSECUTIVE
+    assert calibrated_success_rule(out, 'another-task-v3') == CalibratedSuccess(
+        metadata['success_calibration']['threshold'], DEFAULT_CONSECUTIVE,
         f'{out / "config.json"} success_calibration.threshold')
-    assert calibrated_success_threshold(checkpoint, task) is None
+    assert calibrated_success_rule(checkpoint, task) is None
     assert metadata['rollout_mix'] == {'share': 0.5, 'primitives': 'ignore'}
     # Fine-tuning keeps the normalization its weights were trained with.
     original = load_checkpoint(checkpoint)
@@ -178,16 +179,20 @@ def test_success_detection_needs_consecutive_frames_and_calibrates_on_failures()
 
 
 @pytest.mark.parametrize('calibration, field', [
-    ({'threshold': 1.5}, 'success_calibration.threshold'),
+    ({'threshold': 1.5, 'consecutive_frames': 3}, 'success_calibration.threshold'),
     ({'threshold': 0.8, 'per_task': {'reach-v3': {'threshold': 'high'}}},
      'success_calibration.per_task.reach-v3.threshold'),
     ({'per_task': {}}, 'success_calibration.threshold'),
+    ({'threshold': 0.8}, 'success_calibration.consecutive_frames'),
+    ({'threshold': 0.8, 'consecutive_frames': 3, 'per_task': {'reach-v3': {
+        'threshold': 0.5, 'consecutive_frames': 0}}},
+     'success_calibration.per_task.reach-v3.consecutive_frames'),
 ])
 def test_a_malformed_success_calibration_names_the_file_and_the_field(tmp_path, calibration,
                                                                       field):
     directory = save_checkpoint(Sarm2Model(Sarm2Config(**TINY)), tmp_path / 'rm',
                                 metadata={'success_calibration': calibration})
     with pytest.raises(CheckpointError, match=f'config.json: {field} is'):
-        calibrated_success_threshold(directory, 'reach-v3')
+        calibrated_success_rule(directory, 'reach-v3')
     with pytest.raises(CheckpointError, match='does not exist'):
-        calibrated_success_threshold(tmp_path / 'missing', 'reach-v3')
+        calibrated_success_rule(tmp_path / 'missing', 'reach-v3')

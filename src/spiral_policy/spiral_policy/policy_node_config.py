@@ -82,7 +82,8 @@ class PolicyNodeConfig:
     success_calibration: str = parameter('', "reward checkpoint directory (the reward node's) "
                                          'whose success-head calibration on labelled rollouts '
                                          "sets the threshold of each episode: the task's own, "
-                                         'else the pooled one; empty, or a checkpoint never '
+                                         'else the pooled one, held at least the frames it was '
+                                         'calibrated for; empty, or a checkpoint never '
                                          'calibrated: success_threshold (success_source reward)',
                                          applies=NEXT_EPISODE)
     ground_truth_topic: str = parameter('/sim/ground_truth', 'sarm2_msgs/SimGroundTruth topic '
@@ -234,30 +235,40 @@ class PolicyNodeConfig:
         return ChunkExecutorConfig(self.execution_mode, self.execute_steps, self.ensemble_decay)
 
     def limits(self, max_steps: int = 0, time_limit: float = 0.0,
-               success_threshold: float | None = None) -> EpisodeLimits:
+               success_threshold: float | None = None,
+               success_frames: int | None = None) -> EpisodeLimits:
         """Episode limits; a goal's non-zero values override the defaults."""
         if success_threshold is None:
             success_threshold = self.success_threshold
+        if success_frames is None:
+            success_frames = self.success_frames
         return EpisodeLimits(max_steps or self.max_steps, time_limit or self.time_limit,
-                             success_threshold, self.success_frames)
+                             success_threshold, success_frames)
 
-    def success_threshold_for(self, task: str) -> tuple[float, str]:
-        """Return the success threshold of an episode of ``task``, and where it comes from.
+    def success_rule_for(self, task: str) -> tuple[float, int, str]:
+        """Return the success threshold of an episode of ``task``, its frames, and their origin.
 
         With ``success_source`` reward and ``success_calibration`` set, the reward checkpoint's
         calibrated threshold (the one the fine-tuning measured on labelled rollouts: a
         head's scores differ between tasks, so one number can be too high for one task and too
-        low for another); otherwise ``success_threshold``. Raises ``ValueError`` naming the file
-        and field when the calibration cannot be read.
+        low for another); otherwise ``success_threshold``. The frames are ``success_frames``,
+        but never fewer than a calibrated threshold was measured for: holding it for fewer
+        frames would let through more failures than the calibration counted (holding it for
+        more only lets through fewer). Raises ``ValueError`` naming the file and field when
+        the calibration cannot be read.
         """
         if self.success_source == 'reward' and self.success_calibration:
-            from sarm2_reward.flywheel import calibrated_success_threshold
-            calibrated = calibrated_success_threshold(self.success_calibration, task)
-            if calibrated is not None:
-                return calibrated
-            return self.success_threshold, (f'success_threshold ({self.success_calibration} '
-                                            'has no success calibration)')
-        return self.success_threshold, 'success_threshold'
+            from sarm2_reward.flywheel import calibrated_success_rule
+            calibrated = calibrated_success_rule(self.success_calibration, task)
+            if calibrated is None:
+                return self.success_threshold, self.success_frames, (
+                    f'success_threshold ({self.success_calibration} has no success calibration)')
+            if calibrated.frames > self.success_frames:
+                return calibrated.threshold, calibrated.frames, (
+                    f'{calibrated.origin}, held {calibrated.frames} frames as calibrated '
+                    f'(success_frames is {self.success_frames})')
+            return calibrated.threshold, self.success_frames, calibrated.origin
+        return self.success_threshold, self.success_frames, 'success_threshold'
 
     def openpi_keys(self) -> dict[str, str]:
         return dict(pair.split('=', 1) for pair in self.openpi_image_keys)

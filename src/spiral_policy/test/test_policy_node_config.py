@@ -61,21 +61,30 @@ def test_the_success_threshold_comes_from_the_reward_checkpoints_calibration(tmp
                                    d_model=16, n_heads=2, stage_layers=1, value_layers=1,
                                    num_experts=4, top_k=2, expert_hidden=8))
     calibrated = save_checkpoint(model, tmp_path / 'calibrated', metadata={
-        'success_calibration': {'threshold': 0.97, 'per_task': {'reach-v3': {'threshold': 0.6}}}})
+        'success_calibration': {'threshold': 0.97, 'consecutive_frames': 3, 'per_task': {
+            'reach-v3': {'threshold': 0.6, 'consecutive_frames': 5}}}})
     demo_only = save_checkpoint(model, tmp_path / 'demo_only')
     config = PolicyNodeConfig(success_source='reward', success_threshold=0.9,
-                              success_calibration=str(calibrated))
-    assert config.success_threshold_for('reach-v3')[0] == 0.6
-    assert config.success_threshold_for('drawer-open-v3')[0] == 0.97
-    assert config.limits(success_threshold=0.6).success_threshold == 0.6
-    # Never calibrated: the parameter, and the origin says why.
-    threshold, origin = PolicyNodeConfig(
-        success_source='reward', success_calibration=str(demo_only)).success_threshold_for('x')
-    assert threshold == 0.9 and 'has no success calibration' in origin
+                              success_frames=3, success_calibration=str(calibrated))
+    # The task's own threshold, held for the 5 frames it was calibrated for (not 3): fewer
+    # frames would let through failures the calibration never counted.
+    threshold, frames, origin = config.success_rule_for('reach-v3')
+    assert (threshold, frames) == (0.6, 5) and 'held 5 frames as calibrated' in origin
+    assert config.success_rule_for('drawer-open-v3')[:2] == (0.97, 3)
+    # More frames than calibrated only lowers the false-positive rate: kept.
+    assert PolicyNodeConfig(success_source='reward', success_frames=8,
+                            success_calibration=str(calibrated)).success_rule_for(
+        'reach-v3')[:2] == (0.6, 8)
+    limits = config.limits(success_threshold=0.6, success_frames=5)
+    assert (limits.success_threshold, limits.success_frames) == (0.6, 5)
+    # Never calibrated: the parameters, and the origin says why.
+    threshold, frames, origin = PolicyNodeConfig(
+        success_source='reward', success_calibration=str(demo_only)).success_rule_for('x')
+    assert (threshold, frames) == (0.9, 3) and 'has no success calibration' in origin
     # Success from the simulator: the calibration is not read at all.
     gone = str(tmp_path / 'gone')
-    assert PolicyNodeConfig(success_source='sim', success_calibration=gone).success_threshold_for(
-        'x') == (0.9, 'success_threshold')
+    assert PolicyNodeConfig(success_source='sim', success_calibration=gone).success_rule_for(
+        'x') == (0.9, 3, 'success_threshold')
     with pytest.raises(ValueError, match='does not exist'):
-        PolicyNodeConfig(success_source='reward', success_calibration=gone).success_threshold_for(
+        PolicyNodeConfig(success_source='reward', success_calibration=gone).success_rule_for(
             'x')

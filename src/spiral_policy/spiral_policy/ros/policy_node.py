@@ -513,7 +513,7 @@ class PolicyNode(LifecycleNode):
         except ValueError as error:
             return f'bad limits: {error}'
         try:
-            self._node_parameters.config.success_threshold_for(goal.task)
+            self._node_parameters.config.success_rule_for(goal.task)
         except ValueError as error:
             return f'success_calibration: {error}'
         return ''
@@ -552,7 +552,7 @@ class PolicyNode(LifecycleNode):
         episode_id = uuid.uuid4().hex[:12]
         result.episode_id = episode_id
         try:
-            threshold, threshold_origin = config.success_threshold_for(goal.task)
+            threshold, frames, threshold_origin = config.success_rule_for(goal.task)
         except ValueError as error:      # the file changed since the goal was accepted
             problem = f'success_calibration: {error}'
         else:
@@ -572,7 +572,7 @@ class PolicyNode(LifecycleNode):
         with self._command_lock:
             self._core.begin_episode(measured if self.config.command_interface != 'twist'
                                      else None)
-        limits = config.limits(goal.max_steps, goal.time_limit, threshold)
+        limits = config.limits(goal.max_steps, goal.time_limit, threshold, frames)
         episode = _Episode(episode_id=episode_id, task=goal.task, instruction=instruction,
                            seed=int(goal.seed), limits=limits, goal_handle=goal_handle,
                            started=self._now(),
@@ -588,7 +588,8 @@ class PolicyNode(LifecycleNode):
         self._episode = episode
         self._publish_status(episode, EpisodeStatus.RUNNING)
         self.get_logger().info(f'episode {episode_id} started: {goal.task} ({instruction!r})'
-                               + (f', success threshold {threshold:.3f} from {threshold_origin}'
+                               + (f', success threshold {threshold:.3f} held {frames} frames '
+                                  f'from {threshold_origin}'
                                   if config.success_source == 'reward' else ''))
         while not episode.done.wait(0.1):
             if not rclpy.ok():
