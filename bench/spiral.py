@@ -51,9 +51,8 @@ from tqdm import tqdm
 from sarm2_common.bag_dataset import read_episodes
 from sarm2_common.episode import Episode
 from sarm2_common.rollout_labels import load_label, progress_targets, reward_targets, save_label
-from sarm2_reward.checkpoint import read_config
-from sarm2_reward.flywheel import DEFAULT_CONSECUTIVE, finetune_on_rollouts, \
-    finetune_train_config
+from sarm2_reward.flywheel import calibrated_success_rule, DEFAULT_CONSECUTIVE, \
+    finetune_on_rollouts, finetune_train_config
 from sarm2_reward.metrics import debounced_peak
 from sarm2_reward.model import Sarm2Config, Sarm2Model
 from sarm2_reward.text_embedding import make_text_embedder
@@ -289,11 +288,12 @@ def flywheel_outcomes(args, run: 'SeedRun', flywheel: CachedLabeler, labelers: d
         return {}
     default = EpisodeLimits().success_threshold
     if args.flywheel_reward == 'finetuned':
-        calibration = read_config(flywheel_checkpoint(args, run))['metadata'][
-            'success_calibration']
-        thresholds = {task: c['threshold'] for task, c in calibration['per_task'].items()}
+        # The rule the policy node would read from this checkpoint (success_calibration).
+        checkpoint = flywheel_checkpoint(args, run)
+        thresholds = {task: calibrated_success_rule(checkpoint, task).threshold
+                      for task in args.tasks}
         labelled = [e for task in round0.values() for e in task['evaluated'] + task['explored']]
-        shared = RewardOutcomes(flywheel, thresholds, calibration['threshold'], labelled)
+        shared = RewardOutcomes(flywheel, thresholds, default, labelled)
     else:
         shared = RewardOutcomes(flywheel, {}, default)
     return {'flywheel': shared, 'demo': RewardOutcomes(labelers['demo'], {}, default)}
