@@ -250,39 +250,27 @@ def final_residuals(loop_dir: Path, rounds: list[dict], tasks) -> dict:
 
 def step_evaluate(ctx: RunContext, out: Path) -> dict:
     """Compare base and final base + residual on the same fresh initial states, in-process."""
-    import torch
-    from tqdm import tqdm
-
-    from sarm2_sim.sim_arm import SimArm, SimArmConfig
-    from spiral_policy.compact_vla import CompactVlaPolicy
-    from spiral_policy.sim_evaluation import run_sim_episode, sim_control_core
-    from spiral_policy.spiral.residual_policy import ResidualPolicy
+    from .inprocess_evaluation import EvaluationJob, run_jobs
 
     config = ctx.config
     loop = ctx.step_dir('loop')
-    torch.set_num_threads(1)
-    base = CompactVlaPolicy.from_checkpoint(ctx.step_dir('vla') / ctx.results['vla']['checkpoint'])
-    results, policy_ids = {}, {}
+    vla = ctx.step_dir('vla') / ctx.results['vla']['checkpoint']
+    jobs = []
     for t, task in enumerate(config.tasks):
         residual = ctx.results['loop']['deployed'][task]
-        improved = (ResidualPolicy.from_checkpoint(loop / residual, base, seed=config.seed)
-                    if residual else base)
-        policy_ids[task] = improved.policy_id
-        results[task] = {}
-        arm = SimArm(SimArmConfig(task=task, cameras=(CAMERA,), image_size=IMAGE_SIZE,
-                                  seed=config.seed, max_steps=config.max_steps))
-        try:
-            for label, policy in (('base', base), ('improved', improved)):
-                core = sim_control_core(policy, arm, (CAMERA,))
-                seeds = [EVAL_SEED + 100 * t + i for i in range(config.eval_episodes)]
-                outcomes = [run_sim_episode(arm, core, seed, config.max_steps)
-                            for seed in tqdm(seeds, desc=f'in-process {label} {task}',
-                                             unit='episode')]
-                results[task][label] = dict(
-                    success_row([{'success': o.success} for o in outcomes]),
-                    mean_steps=sum(o.steps for o in outcomes) / len(outcomes))
-        finally:
-            arm.close()
+        seeds = tuple(EVAL_SEED + 100 * t + i for i in range(config.eval_episodes))
+        for label, checkpoint in (('base', None), ('improved', loop / residual if residual
+                                                    else None)):
+            jobs.append(EvaluationJob(label, task, vla, checkpoint, seeds, config.max_steps,
+                                      CAMERA, IMAGE_SIZE, config.seed))
+    results, policy_ids = {}, {}
+    for result in run_jobs(jobs):
+        job = result.job
+        results.setdefault(job.task, {})[job.label] = dict(
+            success_row([{'success': s} for s in result.successes]),
+            mean_steps=sum(result.steps) / len(result.steps))
+        if job.label == 'improved':
+            policy_ids[job.task] = result.policy_id
     return {'per_task': results, 'policy_ids': policy_ids,
             'method': 'the ROS-free simulated arm driven through the policy '
                       "node's control core (ControlCore + SafetyFilter), same initial states "

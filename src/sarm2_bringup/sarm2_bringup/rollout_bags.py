@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, replace
 import json
 from pathlib import Path
 import shutil
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -203,12 +204,14 @@ def read_manifest(directory: str | Path) -> list[RolloutResult]:
 def record_sim_rollouts(policy, task: str, seeds: list[int], directory: str | Path,
                         max_steps: int = 150, cameras: tuple[str, ...] = ('corner',),
                         image_size: int = 64, reward_backend=None, progress: bool = True,
-                        metadata: dict | None = None) -> list[RolloutResult]:
+                        metadata: dict | None = None,
+                        on_episode: Callable[[], None] | None = None) -> list[RolloutResult]:
     """Record one rollout of ``policy`` per seed of ``task`` under ``directory``; resumable.
 
     Rollout ``i`` is ``directory/<task>-r<i>-s<seed>``. Finished rollouts (listed in
     ``rollouts.jsonl`` with their bag present) are kept; a bag without a manifest line was cut
-    short and is recorded again. Returns the results in seed order.
+    short and is recorded again. Returns the results in seed order. ``on_episode`` is called
+    after each seed, recorded or kept (a caller's own progress display).
     """
     from sarm2_sim.sim_arm import SimArm, SimArmConfig
 
@@ -222,6 +225,8 @@ def record_sim_rollouts(policy, task: str, seeds: list[int], directory: str | Pa
             episode_id = rollout_episode_id(task, index, seed)
             if episode_id in done:
                 results.append(done[episode_id])
+                if on_episode is not None:
+                    on_episode()
                 continue
             if arm is None:
                 arm = SimArm(SimArmConfig(task=task, cameras=cameras, image_size=image_size,
@@ -233,6 +238,8 @@ def record_sim_rollouts(policy, task: str, seeds: list[int], directory: str | Pa
             with open(directory / MANIFEST_FILE, 'a', encoding='utf-8') as manifest:
                 manifest.write(json.dumps(asdict(result)) + '\n')
             results.append(result)
+            if on_episode is not None:
+                on_episode()
     finally:
         if arm is not None:
             arm.close()

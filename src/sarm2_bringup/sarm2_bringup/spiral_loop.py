@@ -247,24 +247,61 @@ def load_policy(config: LoopConfig, residual: Path | None, explore: bool = False
                                                                          seed=config.seed)
 
 
-def run_inprocess(ctx: RunContext, round_number: int, task: str, residual: Path | None,
-                  out: Path, kind: str = 'inprocess') -> list[dict]:
+@dataclass(frozen=True)
+class InprocessJob:
+    """One task's in-process rollouts of one kind in one round (run in a worker process)."""
+
+    config: LoopConfig
+    round_number: int
+    task: str
+    kind: str                     # 'inprocess', or 'explore' (round 0)
+    residual: Path | None
+    reward_checkpoint: Path
+    directory: Path
+
+
+def inprocess_job(ctx: RunContext, round_number: int, task: str, residual: Path | None,
+                  out: Path, kind: str = 'inprocess') -> InprocessJob:
     """Round r's in-process rollouts of ``task`` (recorded as bags, live SARM2 rewards).
 
     ``kind`` 'explore': the base with exploration noise instead (round 0).
     """
+    return InprocessJob(ctx.config, round_number, task, kind, residual,
+                        round_reward_checkpoint(ctx, round_number),
+                        out / INPROCESS_BAGS / (task if kind == 'inprocess'
+                                                else f'{task}-{kind}'))
+
+
+def record_inprocess(job: InprocessJob, progress) -> list[dict]:
+    """Record ``job``'s rollouts; return their episode records. ``progress.put(1)`` each."""
+    import torch
+
     from sarm2_reward.backend import Sarm2Backend
     from .rollout_bags import record_sim_rollouts
 
-    config = ctx.config
+    # One thread per job: jobs run side by side, one per core (process_pool).
+    torch.set_num_threads(1)
+    config = job.config
     image_size, cameras = vla_image_size(config)
-    backend = Sarm2Backend.from_checkpoint(round_reward_checkpoint(ctx, round_number))
-    directory = out / INPROCESS_BAGS / (task if kind == 'inprocess' else f'{task}-{kind}')
+    backend = Sarm2Backend.from_checkpoint(job.reward_checkpoint)
     results = record_sim_rollouts(
-        load_policy(config, residual, explore=kind == 'explore'), task,
-        round_seeds(config, round_number, task, kind), directory, max_steps=config.max_steps,
-        cameras=cameras, image_size=image_size, reward_backend=backend)
+        load_policy(config, job.residual, explore=job.kind == 'explore'), job.task,
+        round_seeds(config, job.round_number, job.task, job.kind), job.directory,
+        max_steps=config.max_steps, cameras=cameras, image_size=image_size,
+        reward_backend=backend, progress=False, on_episode=lambda: progress.put(1))
     return [inprocess_record(r) for r in results]
+
+
+def run_inprocess_jobs(jobs: list[InprocessJob], round_number: int) -> dict:
+    """Run ``jobs`` side by side; return {(task, kind): episode records}."""
+    from .process_pool import run_in_processes
+
+    if not jobs:
+        return {}
+    episodes = sum(len(round_seeds(j.config, j.round_number, j.task, j.kind)) for j in jobs)
+    records = run_in_processes(record_inprocess, jobs, episodes,
+                               f'round {round_number} in-process')
+    return {(job.task, job.kind): rows for job, rows in zip(jobs, records)}
 
 
 def inprocess_record(result) -> dict:
@@ -312,12 +349,19 @@ def rollouts_step(round_number: int):
                           for task, path in update['residuals'].items()}
             previous = deployed_residuals(ctx, round_number - 1)
         deployed, guard, inprocess, reference, explore = {}, {}, {}, {}, {}
+        jobs = []
+        for task in config.tasks:
+            if round_number == 0 and config.explore_per_task:
+                jobs.append(inprocess_job(ctx, 0, task, None, out, kind='explore'))
+            if config.inprocess_per_round:
+                jobs.append(inprocess_job(ctx, round_number, task, candidates[task], out))
+        recorded = run_inprocess_jobs(jobs, round_number)
         for task in config.tasks:
             residual = candidates[task]
-            if round_number == 0 and config.explore_per_task:
-                explore[task] = run_inprocess(ctx, 0, task, None, out, kind='explore')
+            if (task, 'explore') in recorded:
+                explore[task] = recorded[task, 'explore']
             if config.inprocess_per_round:
-                inprocess[task] = run_inprocess(ctx, round_number, task, residual, out)
+                inprocess[task] = recorded[task, 'inprocess']
                 reference[task] = success_row(inprocess[task])
             keep = True
             if round_number > 0 and config.inprocess_per_round and residual != previous[task]:
